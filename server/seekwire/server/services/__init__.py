@@ -1,0 +1,1 @@
+"""One module per gRPC service: translate protobuf to upstream calls and back, nothing else."""

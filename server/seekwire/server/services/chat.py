@@ -1,0 +1,50 @@
+"""ChatService: `POST /chat/completions`, unary and server-streaming."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import grpc
+from seekwire.server.convert import from_json, request_body
+from seekwire.server.deadline import caller_deadline
+from seekwire.server.upstream.client import Upstream
+from seekwire.server.validation import check_chat
+from seekwire.v1 import chat_pb2, chat_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def chat_path(request: chat_pb2.ChatCompletionRequest) -> str:
+    """Prefix completion and strict tools exist only on DeepSeek's beta base (reference §1)."""
+    beta = any(m.prefix for m in request.messages) or any(t.function.strict for t in request.tools)
+    return "/beta/chat/completions" if beta else "/chat/completions"
+
+
+class ChatService(chat_pb2_grpc.ChatServiceServicer):
+    def __init__(self, upstream: Upstream) -> None:
+        self._upstream = upstream
+
+    async def CreateChatCompletion(
+        self, request: chat_pb2.ChatCompletionRequest, context: Context
+    ) -> chat_pb2.ChatCompletion:
+        check_chat(request)
+        data = await self._upstream.call(
+            "POST",
+            chat_path(request),
+            request_body(request, stream=False),
+            caller_deadline(context),
+        )
+        return from_json(chat_pb2.ChatCompletion, data)
+
+    async def StreamChatCompletion(
+        self, request: chat_pb2.ChatCompletionRequest, context: Context
+    ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
+        check_chat(request)
+        events = self._upstream.stream(
+            chat_path(request), request_body(request, stream=True), caller_deadline(context)
+        )
+        async with aclosing(events):
+            async for event in events:
+                yield from_json(chat_pb2.ChatCompletionChunk, event)

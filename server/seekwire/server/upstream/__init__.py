@@ -1,0 +1,1 @@
+"""The DeepSeek side of the gateway: HTTP, SSE and upstream failures. Knows nothing of gRPC."""

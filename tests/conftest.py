@@ -1,0 +1,104 @@
+"""Real things on loopback: the fake DeepSeek over HTTP and a grpc.aio gateway in front of it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from seekwire.server.app import Gateway
+from seekwire.server.config import Settings
+from seekwire.server.fake import FakeDeepSeek
+from seekwire.v1 import (
+    account_pb2_grpc,
+    chat_pb2_grpc,
+    completion_pb2_grpc,
+    model_pb2_grpc,
+)
+
+UPSTREAM_KEY = "sk-test-upstream-0123456789abcdef"
+
+
+@dataclasses.dataclass
+class Stack:
+    fake: FakeDeepSeek
+    gateway: Gateway
+    channel: grpc.aio.Channel
+    chat: chat_pb2_grpc.ChatServiceStub
+    completion: completion_pb2_grpc.CompletionServiceStub
+    models: model_pb2_grpc.ModelServiceStub
+    account: account_pb2_grpc.AccountServiceStub
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDeepSeek]:
+    server = FakeDeepSeek(api_keys=(UPSTREAM_KEY,))
+    await server.start()
+    yield server
+    await server.stop()
+
+
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+@pytest.fixture
+async def make_stack(fake: FakeDeepSeek) -> AsyncIterator[StackFactory]:
+    """Starts a gateway against `fake`; keyword arguments override Settings fields."""
+    started: list[Stack] = []
+
+    async def start(**overrides: Any) -> Stack:
+        fields: dict[str, Any] = {
+            "listen": "127.0.0.1:0",
+            "deepseek_api_key": UPSTREAM_KEY,
+            "deepseek_base_url": fake.base_url,
+            "drain_delay": 0,
+            "shutdown_grace": 1,
+        }
+        settings = Settings(**(fields | overrides))
+        gateway = Gateway(settings)
+        port = await gateway.start()
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        stack = Stack(
+            fake,
+            gateway,
+            channel,
+            chat_pb2_grpc.ChatServiceStub(channel),
+            completion_pb2_grpc.CompletionServiceStub(channel),
+            model_pb2_grpc.ModelServiceStub(channel),
+            account_pb2_grpc.AccountServiceStub(channel),
+        )
+        started.append(stack)
+        return stack
+
+    yield start
+    for stack in started:
+        await stack.channel.close()
+        await stack.gateway.drain(delay=0)
+
+
+@pytest.fixture
+async def stack(make_stack: StackFactory) -> Stack:
+    return await make_stack()
+
+
+def rich_details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
+    """The google.rpc details of a failed call, by type name."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, "no grpc-status-details-bin trailer"
+    found: dict[str, Any] = {}
+    for detail in status.details:
+        for cls in (
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.RetryInfo,
+            error_details_pb2.BadRequest,
+            error_details_pb2.QuotaFailure,
+        ):
+            if detail.Is(cls.DESCRIPTOR):
+                message = cls()
+                detail.Unpack(message)
+                found[cls.DESCRIPTOR.name] = message
+    return found

@@ -1,0 +1,138 @@
+"""`seekwire serve` as a real process: start-up checks, health, reflection and SIGTERM draining."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from seekwire.v1 import chat_pb2_grpc
+
+from tests.test_chat import chat_request
+
+SEEKWIRE = [sys.executable, "-m", "seekwire.server.cli"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SEEKWIRE_", "DEEPSEEK_"))}
+    return env | extra
+
+
+async def _run(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        *SEEKWIRE, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, stderr.decode()
+
+
+async def test_without_a_key_it_says_how_to_set_one_or_run_offline() -> None:
+    code, stderr = await _run("serve", env=_env())
+    assert code == 2
+    assert "DEEPSEEK_API_KEY" in stderr
+    assert "--fake-upstream" in stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        ((), {"SEEKWIRE_IDLE_TIMEOUT": "soon"}, "idle_timeout: expected float"),
+        (("--listen", "nowhere"), {}, "listen: expected host:port"),
+        (("--log-level", "loud"), {}, "log_level"),
+        (("--idle-timeout", "-1"), {}, "idle_timeout: must be positive"),
+    ],
+)
+async def test_invalid_settings_exit_2_with_the_reason(
+    args: tuple[str, ...], env: dict[str, str], message: str
+) -> None:
+    code, stderr = await _run("serve", "--fake-upstream", *args, env=_env(**env))
+    assert code == 2
+    assert message in stderr
+
+
+class Served:
+    def __init__(self, process: asyncio.subprocess.Process, target: str) -> None:
+        self.process = process
+        self.target = target
+        self.log: list[str] = []
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    process = await asyncio.create_subprocess_exec(
+        *SEEKWIRE,
+        "serve",
+        "--fake-upstream",
+        "--listen",
+        "127.0.0.1:0",
+        "--drain-delay",
+        "0.5",
+        env=_env(),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    target = ""
+    async with asyncio.timeout(20):
+        while not target:
+            line = (await process.stderr.readline()).decode()
+            assert line, "seekwire exited before listening"
+            if match := re.search(r"listening on (\S+)", line):
+                target = match.group(1)
+    yield Served(process, target)
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
+async def test_health_reflection_and_a_call(served: Served) -> None:
+    async with grpc.aio.insecure_channel(served.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "seekwire.v1.ChatService"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        call = reflection.ServerReflectionInfo()
+        await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        reply = await call.read()
+        await call.done_writing()
+        names = {s.name for s in reply.list_services_response.service}
+        assert {
+            "seekwire.v1.ChatService",
+            "seekwire.v1.CompletionService",
+            "seekwire.v1.ModelService",
+            "seekwire.v1.AccountService",
+            "grpc.health.v1.Health",
+        } <= names
+        answer = await chat_pb2_grpc.ChatServiceStub(channel).CreateChatCompletion(chat_request())
+        assert answer.choices[0].message.content
+
+
+async def test_sigterm_drains_a_stream_in_flight(served: Served) -> None:
+    async with grpc.aio.insecure_channel(served.target) as channel:
+        chat = chat_pb2_grpc.ChatServiceStub(channel)
+        slow = [{"role": "user", "content": "[fake tokens=30 token_delay=0.05]"}]
+        stream = chat.StreamChatCompletion(chat_request(messages=slow))
+        first = await stream.read()
+        assert first.choices[0].delta.role == "assistant"
+        served.process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.1)
+        # Draining: health says NOT_SERVING so Envoy moves traffic away...
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=""))
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        # ...while the stream in flight runs to its end.
+        rest = []
+        while (chunk := await stream.read()) is not grpc.aio.EOF:
+            rest.append(chunk)
+        assert rest[-1].choices[0].finish_reason == "stop"
+        assert rest[-1].usage.completion_tokens == 34
+        assert await stream.code() == grpc.StatusCode.OK
+    assert await asyncio.wait_for(served.process.wait(), 15) == 0
