@@ -56,3 +56,9 @@ def test_every_problem_is_named() -> None:
     assert "listen" in message
     assert "total_timeout" in message
     assert "max_message_bytes" in message
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for name in config.Settings.__dataclass_fields__:
+        assert f"| {config.Settings.env_name(name)} |" in readme, name
