@@ -23,48 +23,69 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from seekwire.v1 import common_pb2 as seekwire_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16seekwire/v1/chat.proto\x12\x0bseekwire.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18seekwire/v1/common.proto\"\xf6\x05\n\x15\x43hatCompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x08messages\x18\x02 \x03(\x0b\x32\x14.seekwire.v1.Message\x12\'\n\x08thinking\x18\x03 \x01(\x0b\x32\x15.seekwire.v1.Thinking\x12\x1d\n\x10reasoning_effort\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x34\n\x0fresponse_format\x18\x06 \x01(\x0b\x32\x1b.seekwire.v1.ResponseFormat\x12$\n\x04stop\x18\x07 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x13\n\x06stream\x18\x08 \x01(\x08H\x02\x88\x01\x01\x12\x32\n\x0estream_options\x18\t \x01(\x0b\x32\x1a.seekwire.v1.StreamOptions\x12\x18\n\x0btemperature\x18\n \x01(\x01H\x03\x88\x01\x01\x12\x12\n\x05top_p\x18\x0b \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x0c \x01(\x01H\x05\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\r \x01(\x01H\x06\x88\x01\x01\x12 \n\x05tools\x18\x0e \x03(\x0b\x32\x11.seekwire.v1.Tool\x12+\n\x0btool_choice\x18\x0f \x01(\x0b\x32\x16.google.protobuf.Value\x12\x15\n\x08logprobs\x18\x10 \x01(\x08H\x07\x88\x01\x01\x12\x19\n\x0ctop_logprobs\x18\x11 \x01(\x05H\x08\x88\x01\x01\x12\x14\n\x07user_id\x18\x12 \x01(\tH\t\x88\x01\x01\x42\x13\n\x11_reasoning_effortB\r\n\x0b_max_tokensB\t\n\x07_streamB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x14\n\x12_frequency_penaltyB\x13\n\x11_presence_penaltyB\x0b\n\t_logprobsB\x0f\n\r_top_logprobsB\n\n\x08_user_id\"\x82\x02\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x14\n\x07\x63ontent\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x11\n\x04name\x18\x03 \x01(\tH\x01\x88\x01\x01\x12)\n\ntool_calls\x18\x04 \x03(\x0b\x32\x15.seekwire.v1.ToolCall\x12\x19\n\x0ctool_call_id\x18\x05 \x01(\tH\x02\x88\x01\x01\x12\x13\n\x06prefix\x18\x06 \x01(\x08H\x03\x88\x01\x01\x12\x1e\n\x11reasoning_content\x18\x07 \x01(\tH\x04\x88\x01\x01\x42\n\n\x08_contentB\x07\n\x05_nameB\x0f\n\r_tool_call_idB\t\n\x07_prefixB\x14\n\x12_reasoning_content\"\x18\n\x08Thinking\x12\x0c\n\x04type\x18\x01 \x01(\t\"\x1e\n\x0eResponseFormat\x12\x0c\n\x04type\x18\x01 \x01(\t\"G\n\x04Tool\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x31\n\x08\x66unction\x18\x02 \x01(\x0b\x32\x1f.seekwire.v1.FunctionDefinition\"\x99\x01\n\x12\x46unctionDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x02 \x01(\tH\x00\x88\x01\x01\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06strict\x18\x04 \x01(\x08H\x01\x88\x01\x01\x42\x0e\n\x0c_descriptionB\t\n\x07_strict\"o\n\x08ToolCall\x12\x12\n\x05index\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12+\n\x08\x66unction\x18\x04 \x01(\x0b\x32\x19.seekwire.v1.FunctionCallB\x08\n\x06_index\"B\n\x0c\x46unctionCall\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\targuments\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x0c\n\n_arguments\"\xb1\x01\n\x0e\x43hatCompletion\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\r\x12\r\n\x05model\x18\x04 \x01(\t\x12$\n\x07\x63hoices\x18\x05 \x03(\x0b\x32\x13.seekwire.v1.Choice\x12!\n\x05usage\x18\x06 \x01(\x0b\x32\x12.seekwire.v1.Usage\x12\x1a\n\x12system_fingerprint\x18\x07 \x01(\t\"\xad\x01\n\x06\x43hoice\x12\x12\n\x05index\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12.\n\x07message\x18\x02 \x01(\x0b\x32\x1d.seekwire.v1.AssistantMessage\x12\'\n\x08logprobs\x18\x03 \x01(\x0b\x32\x15.seekwire.v1.Logprobs\x12\x1a\n\rfinish_reason\x18\x04 \x01(\tH\x01\x88\x01\x01\x42\x08\n\x06_indexB\x10\n\x0e_finish_reason\"\xb1\x01\n\x10\x41ssistantMessage\x12\x11\n\x04role\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07\x63ontent\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x1e\n\x11reasoning_content\x18\x03 \x01(\tH\x02\x88\x01\x01\x12)\n\ntool_calls\x18\x04 \x03(\x0b\x32\x15.seekwire.v1.ToolCallB\x07\n\x05_roleB\n\n\x08_contentB\x14\n\x12_reasoning_content\"l\n\x08Logprobs\x12*\n\x07\x63ontent\x18\x01 \x03(\x0b\x32\x19.seekwire.v1.TokenLogprob\x12\x34\n\x11reasoning_content\x18\x02 \x03(\x0b\x32\x19.seekwire.v1.TokenLogprob\"}\n\x0cTokenLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x14\n\x07logprob\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\r\n\x05\x62ytes\x18\x03 \x03(\x05\x12-\n\x0ctop_logprobs\x18\x04 \x03(\x0b\x32\x17.seekwire.v1.TopLogprobB\n\n\x08_logprob\"L\n\nTopLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x14\n\x07logprob\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\r\n\x05\x62ytes\x18\x03 \x03(\x05\x42\n\n\x08_logprob\"\xbb\x01\n\x13\x43hatCompletionChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\r\x12\r\n\x05model\x18\x04 \x01(\t\x12\x1a\n\x12system_fingerprint\x18\x05 \x01(\t\x12)\n\x07\x63hoices\x18\x06 \x03(\x0b\x32\x18.seekwire.v1.ChunkChoice\x12!\n\x05usage\x18\x07 \x01(\x0b\x32\x12.seekwire.v1.Usage\"\xb0\x01\n\x0b\x43hunkChoice\x12\x12\n\x05index\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12,\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x1d.seekwire.v1.AssistantMessage\x12\'\n\x08logprobs\x18\x03 \x01(\x0b\x32\x15.seekwire.v1.Logprobs\x12\x1a\n\rfinish_reason\x18\x04 \x01(\tH\x01\x88\x01\x01\x42\x08\n\x06_indexB\x10\n\x0e_finish_reason2\xc6\x01\n\x0b\x43hatService\x12W\n\x14\x43reateChatCompletion\x12\".seekwire.v1.ChatCompletionRequest\x1a\x1b.seekwire.v1.ChatCompletion\x12^\n\x14StreamChatCompletion\x12\".seekwire.v1.ChatCompletionRequest\x1a .seekwire.v1.ChatCompletionChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16seekwire/v1/chat.proto\x12\x0bseekwire.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17google/rpc/status.proto\x1a\x18seekwire/v1/common.proto\"\xf6\x05\n\x15\x43hatCompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x08messages\x18\x02 \x03(\x0b\x32\x14.seekwire.v1.Message\x12\'\n\x08thinking\x18\x03 \x01(\x0b\x32\x15.seekwire.v1.Thinking\x12\x1d\n\x10reasoning_effort\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x34\n\x0fresponse_format\x18\x06 \x01(\x0b\x32\x1b.seekwire.v1.ResponseFormat\x12$\n\x04stop\x18\x07 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x13\n\x06stream\x18\x08 \x01(\x08H\x02\x88\x01\x01\x12\x32\n\x0estream_options\x18\t \x01(\x0b\x32\x1a.seekwire.v1.StreamOptions\x12\x18\n\x0btemperature\x18\n \x01(\x01H\x03\x88\x01\x01\x12\x12\n\x05top_p\x18\x0b \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x0c \x01(\x01H\x05\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\r \x01(\x01H\x06\x88\x01\x01\x12 \n\x05tools\x18\x0e \x03(\x0b\x32\x11.seekwire.v1.Tool\x12+\n\x0btool_choice\x18\x0f \x01(\x0b\x32\x16.google.protobuf.Value\x12\x15\n\x08logprobs\x18\x10 \x01(\x08H\x07\x88\x01\x01\x12\x19\n\x0ctop_logprobs\x18\x11 \x01(\x05H\x08\x88\x01\x01\x12\x14\n\x07user_id\x18\x12 \x01(\tH\t\x88\x01\x01\x42\x13\n\x11_reasoning_effortB\r\n\x0b_max_tokensB\t\n\x07_streamB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x14\n\x12_frequency_penaltyB\x13\n\x11_presence_penaltyB\x0b\n\t_logprobsB\x0f\n\r_top_logprobsB\n\n\x08_user_id\"\x82\x02\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x14\n\x07\x63ontent\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x11\n\x04name\x18\x03 \x01(\tH\x01\x88\x01\x01\x12)\n\ntool_calls\x18\x04 \x03(\x0b\x32\x15.seekwire.v1.ToolCall\x12\x19\n\x0ctool_call_id\x18\x05 \x01(\tH\x02\x88\x01\x01\x12\x13\n\x06prefix\x18\x06 \x01(\x08H\x03\x88\x01\x01\x12\x1e\n\x11reasoning_content\x18\x07 \x01(\tH\x04\x88\x01\x01\x42\n\n\x08_contentB\x07\n\x05_nameB\x0f\n\r_tool_call_idB\t\n\x07_prefixB\x14\n\x12_reasoning_content\"\x18\n\x08Thinking\x12\x0c\n\x04type\x18\x01 \x01(\t\"\x1e\n\x0eResponseFormat\x12\x0c\n\x04type\x18\x01 \x01(\t\"G\n\x04Tool\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x31\n\x08\x66unction\x18\x02 \x01(\x0b\x32\x1f.seekwire.v1.FunctionDefinition\"\x99\x01\n\x12\x46unctionDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x02 \x01(\tH\x00\x88\x01\x01\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06strict\x18\x04 \x01(\x08H\x01\x88\x01\x01\x42\x0e\n\x0c_descriptionB\t\n\x07_strict\"o\n\x08ToolCall\x12\x12\n\x05index\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12+\n\x08\x66unction\x18\x04 \x01(\x0b\x32\x19.seekwire.v1.FunctionCallB\x08\n\x06_index\"B\n\x0c\x46unctionCall\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\targuments\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x0c\n\n_arguments\"\xb1\x01\n\x0e\x43hatCompletion\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\r\x12\r\n\x05model\x18\x04 \x01(\t\x12$\n\x07\x63hoices\x18\x05 \x03(\x0b\x32\x13.seekwire.v1.Choice\x12!\n\x05usage\x18\x06 \x01(\x0b\x32\x12.seekwire.v1.Usage\x12\x1a\n\x12system_fingerprint\x18\x07 \x01(\t\"\xad\x01\n\x06\x43hoice\x12\x12\n\x05index\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12.\n\x07message\x18\x02 \x01(\x0b\x32\x1d.seekwire.v1.AssistantMessage\x12\'\n\x08logprobs\x18\x03 \x01(\x0b\x32\x15.seekwire.v1.Logprobs\x12\x1a\n\rfinish_reason\x18\x04 \x01(\tH\x01\x88\x01\x01\x42\x08\n\x06_indexB\x10\n\x0e_finish_reason\"\xb1\x01\n\x10\x41ssistantMessage\x12\x11\n\x04role\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07\x63ontent\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x1e\n\x11reasoning_content\x18\x03 \x01(\tH\x02\x88\x01\x01\x12)\n\ntool_calls\x18\x04 \x03(\x0b\x32\x15.seekwire.v1.ToolCallB\x07\n\x05_roleB\n\n\x08_contentB\x14\n\x12_reasoning_content\"l\n\x08Logprobs\x12*\n\x07\x63ontent\x18\x01 \x03(\x0b\x32\x19.seekwire.v1.TokenLogprob\x12\x34\n\x11reasoning_content\x18\x02 \x03(\x0b\x32\x19.seekwire.v1.TokenLogprob\"}\n\x0cTokenLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x14\n\x07logprob\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\r\n\x05\x62ytes\x18\x03 \x03(\x05\x12-\n\x0ctop_logprobs\x18\x04 \x03(\x0b\x32\x17.seekwire.v1.TopLogprobB\n\n\x08_logprob\"L\n\nTopLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x14\n\x07logprob\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\r\n\x05\x62ytes\x18\x03 \x03(\x05\x42\n\n\x08_logprob\"\xbb\x01\n\x13\x43hatCompletionChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\r\x12\r\n\x05model\x18\x04 \x01(\t\x12\x1a\n\x12system_fingerprint\x18\x05 \x01(\t\x12)\n\x07\x63hoices\x18\x06 \x03(\x0b\x32\x18.seekwire.v1.ChunkChoice\x12!\n\x05usage\x18\x07 \x01(\x0b\x32\x12.seekwire.v1.Usage\"\xb0\x01\n\x0b\x43hunkChoice\x12\x12\n\x05index\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12,\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x1d.seekwire.v1.AssistantMessage\x12\'\n\x08logprobs\x18\x03 \x01(\x0b\x32\x15.seekwire.v1.Logprobs\x12\x1a\n\rfinish_reason\x18\x04 \x01(\tH\x01\x88\x01\x01\x42\x08\n\x06_indexB\x10\n\x0e_finish_reason\"\xe8\x01\n\x0f\x43onverseRequest\x12+\n\x05start\x18\x01 \x01(\x0b\x32\x1a.seekwire.v1.ConverseStartH\x00\x12\x38\n\x0cuser_message\x18\x02 \x01(\x0b\x32 .seekwire.v1.ConverseUserMessageH\x00\x12\x36\n\x0btool_result\x18\x03 \x01(\x0b\x32\x1f.seekwire.v1.ConverseToolResultH\x00\x12-\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\x1b.seekwire.v1.ConverseCancelH\x00\x42\x07\n\x05\x65vent\"\xc2\x05\n\rConverseStart\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x08messages\x18\x02 \x03(\x0b\x32\x14.seekwire.v1.Message\x12\'\n\x08thinking\x18\x03 \x01(\x0b\x32\x15.seekwire.v1.Thinking\x12\x1d\n\x10reasoning_effort\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x34\n\x0fresponse_format\x18\x06 \x01(\x0b\x32\x1b.seekwire.v1.ResponseFormat\x12$\n\x04stop\x18\x07 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x18\n\x0btemperature\x18\x08 \x01(\x01H\x02\x88\x01\x01\x12\x12\n\x05top_p\x18\t \x01(\x01H\x03\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\n \x01(\x01H\x04\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x0b \x01(\x01H\x05\x88\x01\x01\x12 \n\x05tools\x18\x0c \x03(\x0b\x32\x11.seekwire.v1.Tool\x12+\n\x0btool_choice\x18\r \x01(\x0b\x32\x16.google.protobuf.Value\x12\x15\n\x08logprobs\x18\x0e \x01(\x08H\x06\x88\x01\x01\x12\x19\n\x0ctop_logprobs\x18\x0f \x01(\x05H\x07\x88\x01\x01\x12\x14\n\x07user_id\x18\x10 \x01(\tH\x08\x88\x01\x01\x12\x17\n\nsession_id\x18\x11 \x01(\tH\t\x88\x01\x01\x42\x13\n\x11_reasoning_effortB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x14\n\x12_frequency_penaltyB\x13\n\x11_presence_penaltyB\x0b\n\t_logprobsB\x0f\n\r_top_logprobsB\n\n\x08_user_idB\r\n\x0b_session_id\"H\n\x13\x43onverseUserMessage\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x14\n\x07turn_id\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_turn_id\";\n\x12\x43onverseToolResult\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"2\n\x0e\x43onverseCancel\x12\x14\n\x07turn_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_turn_id\"\xe7\x01\n\x10\x43onverseResponse\x12>\n\x0fsession_started\x18\x01 \x01(\x0b\x32#.seekwire.v1.ConverseSessionStartedH\x00\x12+\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1a.seekwire.v1.ConverseChunkH\x00\x12\x30\n\x08turn_end\x18\x03 \x01(\x0b\x32\x1c.seekwire.v1.ConverseTurnEndH\x00\x12+\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1a.seekwire.v1.ConverseErrorH\x00\x42\x07\n\x05\x65vent\"F\n\x16\x43onverseSessionStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x18\n\x10resumed_messages\x18\x02 \x01(\x05\"\xcc\x01\n\rConverseChunk\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x14\n\x07\x63ontent\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x1e\n\x11reasoning_content\x18\x03 \x01(\tH\x01\x88\x01\x01\x12)\n\ntool_calls\x18\x04 \x03(\x0b\x32\x15.seekwire.v1.ToolCall\x12\'\n\x08logprobs\x18\x05 \x01(\x0b\x32\x15.seekwire.v1.LogprobsB\n\n\x08_contentB\x14\n\x12_reasoning_content\"\xa2\x01\n\x0f\x43onverseTurnEnd\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.seekwire.v1.Usage\x12\r\n\x05model\x18\x04 \x01(\t\x12\n\n\x02id\x18\x05 \x01(\t\x12)\n\ntool_calls\x18\x06 \x03(\x0b\x32\x15.seekwire.v1.ToolCall\"D\n\rConverseError\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status2\x93\x02\n\x0b\x43hatService\x12W\n\x14\x43reateChatCompletion\x12\".seekwire.v1.ChatCompletionRequest\x1a\x1b.seekwire.v1.ChatCompletion\x12^\n\x14StreamChatCompletion\x12\".seekwire.v1.ChatCompletionRequest\x1a .seekwire.v1.ChatCompletionChunk0\x01\x12K\n\x08\x43onverse\x12\x1c.seekwire.v1.ConverseRequest\x1a\x1d.seekwire.v1.ConverseResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'seekwire.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHATCOMPLETIONREQUEST']._serialized_start=96
-  _globals['_CHATCOMPLETIONREQUEST']._serialized_end=854
-  _globals['_MESSAGE']._serialized_start=857
-  _globals['_MESSAGE']._serialized_end=1115
-  _globals['_THINKING']._serialized_start=1117
-  _globals['_THINKING']._serialized_end=1141
-  _globals['_RESPONSEFORMAT']._serialized_start=1143
-  _globals['_RESPONSEFORMAT']._serialized_end=1173
-  _globals['_TOOL']._serialized_start=1175
-  _globals['_TOOL']._serialized_end=1246
-  _globals['_FUNCTIONDEFINITION']._serialized_start=1249
-  _globals['_FUNCTIONDEFINITION']._serialized_end=1402
-  _globals['_TOOLCALL']._serialized_start=1404
-  _globals['_TOOLCALL']._serialized_end=1515
-  _globals['_FUNCTIONCALL']._serialized_start=1517
-  _globals['_FUNCTIONCALL']._serialized_end=1583
-  _globals['_CHATCOMPLETION']._serialized_start=1586
-  _globals['_CHATCOMPLETION']._serialized_end=1763
-  _globals['_CHOICE']._serialized_start=1766
-  _globals['_CHOICE']._serialized_end=1939
-  _globals['_ASSISTANTMESSAGE']._serialized_start=1942
-  _globals['_ASSISTANTMESSAGE']._serialized_end=2119
-  _globals['_LOGPROBS']._serialized_start=2121
-  _globals['_LOGPROBS']._serialized_end=2229
-  _globals['_TOKENLOGPROB']._serialized_start=2231
-  _globals['_TOKENLOGPROB']._serialized_end=2356
-  _globals['_TOPLOGPROB']._serialized_start=2358
-  _globals['_TOPLOGPROB']._serialized_end=2434
-  _globals['_CHATCOMPLETIONCHUNK']._serialized_start=2437
-  _globals['_CHATCOMPLETIONCHUNK']._serialized_end=2624
-  _globals['_CHUNKCHOICE']._serialized_start=2627
-  _globals['_CHUNKCHOICE']._serialized_end=2803
-  _globals['_CHATSERVICE']._serialized_start=2806
-  _globals['_CHATSERVICE']._serialized_end=3004
+  _globals['_CHATCOMPLETIONREQUEST']._serialized_start=121
+  _globals['_CHATCOMPLETIONREQUEST']._serialized_end=879
+  _globals['_MESSAGE']._serialized_start=882
+  _globals['_MESSAGE']._serialized_end=1140
+  _globals['_THINKING']._serialized_start=1142
+  _globals['_THINKING']._serialized_end=1166
+  _globals['_RESPONSEFORMAT']._serialized_start=1168
+  _globals['_RESPONSEFORMAT']._serialized_end=1198
+  _globals['_TOOL']._serialized_start=1200
+  _globals['_TOOL']._serialized_end=1271
+  _globals['_FUNCTIONDEFINITION']._serialized_start=1274
+  _globals['_FUNCTIONDEFINITION']._serialized_end=1427
+  _globals['_TOOLCALL']._serialized_start=1429
+  _globals['_TOOLCALL']._serialized_end=1540
+  _globals['_FUNCTIONCALL']._serialized_start=1542
+  _globals['_FUNCTIONCALL']._serialized_end=1608
+  _globals['_CHATCOMPLETION']._serialized_start=1611
+  _globals['_CHATCOMPLETION']._serialized_end=1788
+  _globals['_CHOICE']._serialized_start=1791
+  _globals['_CHOICE']._serialized_end=1964
+  _globals['_ASSISTANTMESSAGE']._serialized_start=1967
+  _globals['_ASSISTANTMESSAGE']._serialized_end=2144
+  _globals['_LOGPROBS']._serialized_start=2146
+  _globals['_LOGPROBS']._serialized_end=2254
+  _globals['_TOKENLOGPROB']._serialized_start=2256
+  _globals['_TOKENLOGPROB']._serialized_end=2381
+  _globals['_TOPLOGPROB']._serialized_start=2383
+  _globals['_TOPLOGPROB']._serialized_end=2459
+  _globals['_CHATCOMPLETIONCHUNK']._serialized_start=2462
+  _globals['_CHATCOMPLETIONCHUNK']._serialized_end=2649
+  _globals['_CHUNKCHOICE']._serialized_start=2652
+  _globals['_CHUNKCHOICE']._serialized_end=2828
+  _globals['_CONVERSEREQUEST']._serialized_start=2831
+  _globals['_CONVERSEREQUEST']._serialized_end=3063
+  _globals['_CONVERSESTART']._serialized_start=3066
+  _globals['_CONVERSESTART']._serialized_end=3772
+  _globals['_CONVERSEUSERMESSAGE']._serialized_start=3774
+  _globals['_CONVERSEUSERMESSAGE']._serialized_end=3846
+  _globals['_CONVERSETOOLRESULT']._serialized_start=3848
+  _globals['_CONVERSETOOLRESULT']._serialized_end=3907
+  _globals['_CONVERSECANCEL']._serialized_start=3909
+  _globals['_CONVERSECANCEL']._serialized_end=3959
+  _globals['_CONVERSERESPONSE']._serialized_start=3962
+  _globals['_CONVERSERESPONSE']._serialized_end=4193
+  _globals['_CONVERSESESSIONSTARTED']._serialized_start=4195
+  _globals['_CONVERSESESSIONSTARTED']._serialized_end=4265
+  _globals['_CONVERSECHUNK']._serialized_start=4268
+  _globals['_CONVERSECHUNK']._serialized_end=4472
+  _globals['_CONVERSETURNEND']._serialized_start=4475
+  _globals['_CONVERSETURNEND']._serialized_end=4637
+  _globals['_CONVERSEERROR']._serialized_start=4639
+  _globals['_CONVERSEERROR']._serialized_end=4707
+  _globals['_CHATSERVICE']._serialized_start=4710
+  _globals['_CHATSERVICE']._serialized_end=4985
 # @@protoc_insertion_point(module_scope)

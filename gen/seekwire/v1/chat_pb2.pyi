@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
+from google.rpc import status_pb2 as _status_pb2
 from seekwire.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -765,3 +766,467 @@ class ChunkChoice(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__index) -> _WhichOneofReturnType__index | None: ...
 
 Global___ChunkChoice: _TypeAlias = ChunkChoice  # noqa: Y015
+
+@_typing.final
+class ConverseRequest(_message.Message):
+    """A message from the caller on a Converse stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    USER_MESSAGE_FIELD_NUMBER: _builtins.int
+    TOOL_RESULT_FIELD_NUMBER: _builtins.int
+    CANCEL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start(self) -> Global___ConverseStart:
+        """Opens (or resumes) the conversation; must be the first message, and only that."""
+
+    @_builtins.property
+    def user_message(self) -> Global___ConverseUserMessage:
+        """The user's next message: starts a turn."""
+
+    @_builtins.property
+    def tool_result(self) -> Global___ConverseToolResult:
+        """The result of one tool call; when every call of a turn has its result,
+        the gateway continues that turn upstream.
+        """
+
+    @_builtins.property
+    def cancel(self) -> Global___ConverseCancel:
+        """Stops a running turn at once (its upstream request is closed); the
+        stream goes on.
+        """
+
+    def __init__(
+        self,
+        *,
+        start: Global___ConverseStart | None = ...,
+        user_message: Global___ConverseUserMessage | None = ...,
+        tool_result: Global___ConverseToolResult | None = ...,
+        cancel: Global___ConverseCancel | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "event", b"event", "start", b"start", "tool_result", b"tool_result", "user_message", b"user_message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "event", b"event", "start", b"start", "tool_result", b"tool_result", "user_message", b"user_message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["start", "user_message", "tool_result", "cancel"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___ConverseRequest: _TypeAlias = ConverseRequest  # noqa: Y015
+
+@_typing.final
+class ConverseStart(_message.Message):
+    """Opens a conversation: the model, the options of every turn, and the
+    initial messages. Option fields mean what they mean in ChatCompletionRequest.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    THINKING_FIELD_NUMBER: _builtins.int
+    REASONING_EFFORT_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    RESPONSE_FORMAT_FIELD_NUMBER: _builtins.int
+    STOP_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    TOP_P_FIELD_NUMBER: _builtins.int
+    FREQUENCY_PENALTY_FIELD_NUMBER: _builtins.int
+    PRESENCE_PENALTY_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    TOOL_CHOICE_FIELD_NUMBER: _builtins.int
+    LOGPROBS_FIELD_NUMBER: _builtins.int
+    TOP_LOGPROBS_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """Model id, e.g. "deepseek-v4-flash"."""
+    reasoning_effort: _builtins.str
+    """Reasoning depth, as in ChatCompletionRequest."""
+    max_tokens: _builtins.int
+    """Upper bound on generated tokens per turn."""
+    temperature: _builtins.float
+    """Sampling temperature, 0 to 2."""
+    top_p: _builtins.float
+    """Nucleus sampling, 0 to 1."""
+    frequency_penalty: _builtins.float
+    """-2 to 2; deprecated by DeepSeek."""
+    presence_penalty: _builtins.float
+    """-2 to 2; deprecated by DeepSeek."""
+    logprobs: _builtins.bool
+    """Return log probabilities on chunks."""
+    top_logprobs: _builtins.int
+    """0 to 20 alternatives per position; requires logprobs."""
+    user_id: _builtins.str
+    """End-user id passed to DeepSeek on every turn."""
+    session_id: _builtins.str
+    """Gateway field: resume this session's history (same caller only). Unset
+    starts a new session.
+    """
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
+        """Initial messages, e.g. a system prompt; appended to a resumed history."""
+
+    @_builtins.property
+    def thinking(self) -> Global___Thinking:
+        """Thinking mode switch, as in ChatCompletionRequest."""
+
+    @_builtins.property
+    def response_format(self) -> Global___ResponseFormat:
+        """Output format."""
+
+    @_builtins.property
+    def stop(self) -> _struct_pb2.Value:
+        """Stop string or strings."""
+
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tool]:
+        """Functions the model may call."""
+
+    @_builtins.property
+    def tool_choice(self) -> _struct_pb2.Value:
+        """Tool choice, as in ChatCompletionRequest."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        messages: _abc.Iterable[Global___Message] | None = ...,
+        thinking: Global___Thinking | None = ...,
+        reasoning_effort: _builtins.str | None = ...,
+        max_tokens: _builtins.int | None = ...,
+        response_format: Global___ResponseFormat | None = ...,
+        stop: _struct_pb2.Value | None = ...,
+        temperature: _builtins.float | None = ...,
+        top_p: _builtins.float | None = ...,
+        frequency_penalty: _builtins.float | None = ...,
+        presence_penalty: _builtins.float | None = ...,
+        tools: _abc.Iterable[Global___Tool] | None = ...,
+        tool_choice: _struct_pb2.Value | None = ...,
+        logprobs: _builtins.bool | None = ...,
+        top_logprobs: _builtins.int | None = ...,
+        user_id: _builtins.str | None = ...,
+        session_id: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_tokens", b"_max_tokens", "_presence_penalty", b"_presence_penalty", "_reasoning_effort", b"_reasoning_effort", "_session_id", b"_session_id", "_temperature", b"_temperature", "_top_logprobs", b"_top_logprobs", "_top_p", b"_top_p", "_user_id", b"_user_id", "frequency_penalty", b"frequency_penalty", "logprobs", b"logprobs", "max_tokens", b"max_tokens", "presence_penalty", b"presence_penalty", "reasoning_effort", b"reasoning_effort", "response_format", b"response_format", "session_id", b"session_id", "stop", b"stop", "temperature", b"temperature", "thinking", b"thinking", "tool_choice", b"tool_choice", "top_logprobs", b"top_logprobs", "top_p", b"top_p", "user_id", b"user_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_tokens", b"_max_tokens", "_presence_penalty", b"_presence_penalty", "_reasoning_effort", b"_reasoning_effort", "_session_id", b"_session_id", "_temperature", b"_temperature", "_top_logprobs", b"_top_logprobs", "_top_p", b"_top_p", "_user_id", b"_user_id", "frequency_penalty", b"frequency_penalty", "logprobs", b"logprobs", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "presence_penalty", b"presence_penalty", "reasoning_effort", b"reasoning_effort", "response_format", b"response_format", "session_id", b"session_id", "stop", b"stop", "temperature", b"temperature", "thinking", b"thinking", "tool_choice", b"tool_choice", "tools", b"tools", "top_logprobs", b"top_logprobs", "top_p", b"top_p", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__frequency_penalty: _TypeAlias = _typing.Literal["frequency_penalty"]  # noqa: Y015
+    _WhichOneofArgType__frequency_penalty: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty"]  # noqa: Y015
+    _WhichOneofReturnType__logprobs: _TypeAlias = _typing.Literal["logprobs"]  # noqa: Y015
+    _WhichOneofArgType__logprobs: _TypeAlias = _typing.Literal["_logprobs", b"_logprobs"]  # noqa: Y015
+    _WhichOneofReturnType__max_tokens: _TypeAlias = _typing.Literal["max_tokens"]  # noqa: Y015
+    _WhichOneofArgType__max_tokens: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__presence_penalty: _TypeAlias = _typing.Literal["presence_penalty"]  # noqa: Y015
+    _WhichOneofArgType__presence_penalty: _TypeAlias = _typing.Literal["_presence_penalty", b"_presence_penalty"]  # noqa: Y015
+    _WhichOneofReturnType__reasoning_effort: _TypeAlias = _typing.Literal["reasoning_effort"]  # noqa: Y015
+    _WhichOneofArgType__reasoning_effort: _TypeAlias = _typing.Literal["_reasoning_effort", b"_reasoning_effort"]  # noqa: Y015
+    _WhichOneofReturnType__session_id: _TypeAlias = _typing.Literal["session_id"]  # noqa: Y015
+    _WhichOneofArgType__session_id: _TypeAlias = _typing.Literal["_session_id", b"_session_id"]  # noqa: Y015
+    _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
+    _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    _WhichOneofReturnType__top_logprobs: _TypeAlias = _typing.Literal["top_logprobs"]  # noqa: Y015
+    _WhichOneofArgType__top_logprobs: _TypeAlias = _typing.Literal["_top_logprobs", b"_top_logprobs"]  # noqa: Y015
+    _WhichOneofReturnType__top_p: _TypeAlias = _typing.Literal["top_p"]  # noqa: Y015
+    _WhichOneofArgType__top_p: _TypeAlias = _typing.Literal["_top_p", b"_top_p"]  # noqa: Y015
+    _WhichOneofReturnType__user_id: _TypeAlias = _typing.Literal["user_id"]  # noqa: Y015
+    _WhichOneofArgType__user_id: _TypeAlias = _typing.Literal["_user_id", b"_user_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__frequency_penalty) -> _WhichOneofReturnType__frequency_penalty | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__logprobs) -> _WhichOneofReturnType__logprobs | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_tokens) -> _WhichOneofReturnType__max_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__presence_penalty) -> _WhichOneofReturnType__presence_penalty | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reasoning_effort) -> _WhichOneofReturnType__reasoning_effort | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__session_id) -> _WhichOneofReturnType__session_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__top_logprobs) -> _WhichOneofReturnType__top_logprobs | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__top_p) -> _WhichOneofReturnType__top_p | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__user_id) -> _WhichOneofReturnType__user_id | None: ...
+
+Global___ConverseStart: _TypeAlias = ConverseStart  # noqa: Y015
+
+@_typing.final
+class ConverseUserMessage(_message.Message):
+    """The user's next message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTENT_FIELD_NUMBER: _builtins.int
+    TURN_ID_FIELD_NUMBER: _builtins.int
+    content: _builtins.str
+    """The message text."""
+    turn_id: _builtins.str
+    """Caller-chosen turn id to tag this turn's events with; the gateway
+    assigns "turn-N" when unset.
+    """
+    def __init__(
+        self,
+        *,
+        content: _builtins.str = ...,
+        turn_id: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_turn_id", b"_turn_id", "turn_id", b"turn_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_turn_id", b"_turn_id", "content", b"content", "turn_id", b"turn_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__turn_id: _TypeAlias = _typing.Literal["turn_id"]  # noqa: Y015
+    _WhichOneofArgType__turn_id: _TypeAlias = _typing.Literal["_turn_id", b"_turn_id"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__turn_id) -> _WhichOneofReturnType__turn_id | None: ...
+
+Global___ConverseUserMessage: _TypeAlias = ConverseUserMessage  # noqa: Y015
+
+@_typing.final
+class ConverseToolResult(_message.Message):
+    """The result of a tool call the model made."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    tool_call_id: _builtins.str
+    """The id of the tool call (ToolCall.id) this answers."""
+    content: _builtins.str
+    """The tool's output, as text."""
+    def __init__(
+        self,
+        *,
+        tool_call_id: _builtins.str = ...,
+        content: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConverseToolResult: _TypeAlias = ConverseToolResult  # noqa: Y015
+
+@_typing.final
+class ConverseCancel(_message.Message):
+    """Cancels a turn."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TURN_ID_FIELD_NUMBER: _builtins.int
+    turn_id: _builtins.str
+    """The turn to stop; unset means the running turn."""
+    def __init__(
+        self,
+        *,
+        turn_id: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_turn_id", b"_turn_id", "turn_id", b"turn_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_turn_id", b"_turn_id", "turn_id", b"turn_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__turn_id: _TypeAlias = _typing.Literal["turn_id"]  # noqa: Y015
+    _WhichOneofArgType__turn_id: _TypeAlias = _typing.Literal["_turn_id", b"_turn_id"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__turn_id) -> _WhichOneofReturnType__turn_id | None: ...
+
+Global___ConverseCancel: _TypeAlias = ConverseCancel  # noqa: Y015
+
+@_typing.final
+class ConverseResponse(_message.Message):
+    """A message from the gateway on a Converse stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_STARTED_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    TURN_END_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def session_started(self) -> Global___ConverseSessionStarted:
+        """The first message: the session is open."""
+
+    @_builtins.property
+    def chunk(self) -> Global___ConverseChunk:
+        """A piece of a turn's answer."""
+
+    @_builtins.property
+    def turn_end(self) -> Global___ConverseTurnEnd:
+        """A turn (or its part before tool calls) is complete."""
+
+    @_builtins.property
+    def error(self) -> Global___ConverseError:
+        """A turn failed or was cancelled; the stream goes on."""
+
+    def __init__(
+        self,
+        *,
+        session_started: Global___ConverseSessionStarted | None = ...,
+        chunk: Global___ConverseChunk | None = ...,
+        turn_end: Global___ConverseTurnEnd | None = ...,
+        error: Global___ConverseError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "error", b"error", "event", b"event", "session_started", b"session_started", "turn_end", b"turn_end"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "error", b"error", "event", b"event", "session_started", b"session_started", "turn_end", b"turn_end"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["session_started", "chunk", "turn_end", "error"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___ConverseResponse: _TypeAlias = ConverseResponse  # noqa: Y015
+
+@_typing.final
+class ConverseSessionStarted(_message.Message):
+    """The session is open."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    RESUMED_MESSAGES_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """Id to resume this conversation with later."""
+    resumed_messages: _builtins.int
+    """Messages of history the session already had (0 for a new session)."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        resumed_messages: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resumed_messages", b"resumed_messages", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConverseSessionStarted: _TypeAlias = ConverseSessionStarted  # noqa: Y015
+
+@_typing.final
+class ConverseChunk(_message.Message):
+    """A streamed piece of a turn's answer: the delta of a DeepSeek chunk."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TURN_ID_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    REASONING_CONTENT_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    LOGPROBS_FIELD_NUMBER: _builtins.int
+    turn_id: _builtins.str
+    """The turn this piece belongs to."""
+    content: _builtins.str
+    """Answer text."""
+    reasoning_content: _builtins.str
+    """Chain of thought (thinking mode)."""
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
+        """Tool call fragments, as DeepSeek streams them (id and name on the first)."""
+
+    @_builtins.property
+    def logprobs(self) -> Global___Logprobs:
+        """Log probabilities of this piece's tokens, when requested."""
+
+    def __init__(
+        self,
+        *,
+        turn_id: _builtins.str = ...,
+        content: _builtins.str | None = ...,
+        reasoning_content: _builtins.str | None = ...,
+        tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
+        logprobs: Global___Logprobs | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_reasoning_content", b"_reasoning_content", "content", b"content", "logprobs", b"logprobs", "reasoning_content", b"reasoning_content"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_reasoning_content", b"_reasoning_content", "content", b"content", "logprobs", b"logprobs", "reasoning_content", b"reasoning_content", "tool_calls", b"tool_calls", "turn_id", b"turn_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__content: _TypeAlias = _typing.Literal["content"]  # noqa: Y015
+    _WhichOneofArgType__content: _TypeAlias = _typing.Literal["_content", b"_content"]  # noqa: Y015
+    _WhichOneofReturnType__reasoning_content: _TypeAlias = _typing.Literal["reasoning_content"]  # noqa: Y015
+    _WhichOneofArgType__reasoning_content: _TypeAlias = _typing.Literal["_reasoning_content", b"_reasoning_content"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__content) -> _WhichOneofReturnType__content | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reasoning_content) -> _WhichOneofReturnType__reasoning_content | None: ...
+
+Global___ConverseChunk: _TypeAlias = ConverseChunk  # noqa: Y015
+
+@_typing.final
+class ConverseTurnEnd(_message.Message):
+    """The end of a turn's upstream answer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TURN_ID_FIELD_NUMBER: _builtins.int
+    FINISH_REASON_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    turn_id: _builtins.str
+    """The turn that ended."""
+    finish_reason: _builtins.str
+    """DeepSeek's finish_reason; "tool_calls" means the turn waits for tool results."""
+    model: _builtins.str
+    """The model that answered."""
+    id: _builtins.str
+    """DeepSeek's completion id."""
+    @_builtins.property
+    def usage(self) -> _common_pb2.Usage:
+        """Token accounting of this upstream call."""
+
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
+        """The complete tool calls of this answer (arguments joined), to answer with tool results."""
+
+    def __init__(
+        self,
+        *,
+        turn_id: _builtins.str = ...,
+        finish_reason: _builtins.str = ...,
+        usage: _common_pb2.Usage | None = ...,
+        model: _builtins.str = ...,
+        id: _builtins.str = ...,
+        tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "id", b"id", "model", b"model", "tool_calls", b"tool_calls", "turn_id", b"turn_id", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConverseTurnEnd: _TypeAlias = ConverseTurnEnd  # noqa: Y015
+
+@_typing.final
+class ConverseError(_message.Message):
+    """A turn that did not complete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TURN_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    turn_id: _builtins.str
+    """The turn that failed; empty when the failure concerns no turn."""
+    @_builtins.property
+    def status(self) -> _status_pb2.Status:
+        """gRPC status with google.rpc details (ErrorInfo, RetryInfo, BadRequest);
+        CANCELLED with reason TURN_CANCELLED for a cancelled turn.
+        """
+
+    def __init__(
+        self,
+        *,
+        turn_id: _builtins.str = ...,
+        status: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status", "turn_id", b"turn_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConverseError: _TypeAlias = ConverseError  # noqa: Y015

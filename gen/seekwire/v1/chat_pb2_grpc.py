@@ -47,6 +47,11 @@ class ChatServiceStub:
                 request_serializer=seekwire_dot_v1_dot_chat__pb2.ChatCompletionRequest.SerializeToString,
                 response_deserializer=seekwire_dot_v1_dot_chat__pb2.ChatCompletionChunk.FromString,
                 _registered_method=True)
+        self.Converse = channel.stream_stream(
+                '/seekwire.v1.ChatService/Converse',
+                request_serializer=seekwire_dot_v1_dot_chat__pb2.ConverseRequest.SerializeToString,
+                response_deserializer=seekwire_dot_v1_dot_chat__pb2.ConverseResponse.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -72,6 +77,18 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Converse(self, request_iterator, context):
+        """A long-lived conversation whose history the gateway keeps. Send `start`
+        first, then user messages, tool results and cancels; receive
+        `session_started`, then per turn its chunks and a `turn_end`, or an
+        in-band `error` that ends that turn only. Turns run one at a time, in
+        arrival order. The RPC itself fails only for stream-level problems (a
+        first message that is not `start`, a second `start`, an empty message).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -84,6 +101,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.StreamChatCompletion,
                     request_deserializer=seekwire_dot_v1_dot_chat__pb2.ChatCompletionRequest.FromString,
                     response_serializer=seekwire_dot_v1_dot_chat__pb2.ChatCompletionChunk.SerializeToString,
+            ),
+            'Converse': grpc.stream_stream_rpc_method_handler(
+                    servicer.Converse,
+                    request_deserializer=seekwire_dot_v1_dot_chat__pb2.ConverseRequest.FromString,
+                    response_serializer=seekwire_dot_v1_dot_chat__pb2.ConverseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -143,6 +165,33 @@ class ChatService:
             '/seekwire.v1.ChatService/StreamChatCompletion',
             seekwire_dot_v1_dot_chat__pb2.ChatCompletionRequest.SerializeToString,
             seekwire_dot_v1_dot_chat__pb2.ChatCompletionChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Converse(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/seekwire.v1.ChatService/Converse',
+            seekwire_dot_v1_dot_chat__pb2.ConverseRequest.SerializeToString,
+            seekwire_dot_v1_dot_chat__pb2.ConverseResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,14 @@ class ChatServiceStub:
     Usage arrives on the chunk that carries finish_reason. A stream cut by
     DeepSeek ends with UNAVAILABLE (reason UPSTREAM_STREAM_CUT), never cleanly.
     """
+    Converse: _grpc.StreamStreamMultiCallable[_chat_pb2.ConverseRequest, _chat_pb2.ConverseResponse]
+    """A long-lived conversation whose history the gateway keeps. Send `start`
+    first, then user messages, tool results and cancels; receive
+    `session_started`, then per turn its chunks and a `turn_end`, or an
+    in-band `error` that ends that turn only. Turns run one at a time, in
+    arrival order. The RPC itself fails only for stream-level problems (a
+    first message that is not `start`, a second `start`, an empty message).
+    """
 
 @_typing.type_check_only
 class ChatServiceAsyncStub(ChatServiceStub):
@@ -62,6 +70,14 @@ class ChatServiceAsyncStub(ChatServiceStub):
     """The same request, streamed: one message per DeepSeek SSE chunk, in order.
     Usage arrives on the chunk that carries finish_reason. A stream cut by
     DeepSeek ends with UNAVAILABLE (reason UPSTREAM_STREAM_CUT), never cleanly.
+    """
+    Converse: _aio.StreamStreamMultiCallable[_chat_pb2.ConverseRequest, _chat_pb2.ConverseResponse]  # type: ignore[assignment]
+    """A long-lived conversation whose history the gateway keeps. Send `start`
+    first, then user messages, tool results and cancels; receive
+    `session_started`, then per turn its chunks and a `turn_end`, or an
+    in-band `error` that ends that turn only. Turns run one at a time, in
+    arrival order. The RPC itself fails only for stream-level problems (a
+    first message that is not `start`, a second `start`, an empty message).
     """
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -89,6 +105,20 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         """The same request, streamed: one message per DeepSeek SSE chunk, in order.
         Usage arrives on the chunk that carries finish_reason. A stream cut by
         DeepSeek ends with UNAVAILABLE (reason UPSTREAM_STREAM_CUT), never cleanly.
+        """
+
+    @_abc_1.abstractmethod
+    def Converse(
+        self,
+        request_iterator: _MaybeAsyncIterator[_chat_pb2.ConverseRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_chat_pb2.ConverseResponse], _abc.AsyncIterator[_chat_pb2.ConverseResponse]]:
+        """A long-lived conversation whose history the gateway keeps. Send `start`
+        first, then user messages, tool results and cancels; receive
+        `session_started`, then per turn its chunks and a `turn_end`, or an
+        in-band `error` that ends that turn only. Turns run one at a time, in
+        arrival order. The RPC itself fails only for stream-level problems (a
+        first message that is not `start`, a second `start`, an empty message).
         """
 
 def add_ChatServiceServicer_to_server(servicer: ChatServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

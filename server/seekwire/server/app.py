@@ -14,6 +14,7 @@ from seekwire.server.interceptors.errors import ErrorInterceptor
 from seekwire.server.services.catalog import AccountService, ModelService
 from seekwire.server.services.chat import ChatService
 from seekwire.server.services.completion import CompletionService
+from seekwire.server.state.sessions import MemorySessionStore
 from seekwire.server.upstream.client import DeepSeekClient
 from seekwire.server.upstream.timing import Timeouts
 from seekwire.v1 import (
@@ -89,7 +90,12 @@ class Gateway:
             options=_server_options(settings),
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
         )
-        chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatService(upstream), server)
+        sessions = MemorySessionStore(
+            ttl=settings.session_ttl,
+            max_sessions=settings.session_max_count,
+            max_entries=settings.session_max_messages,
+        )
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatService(upstream, sessions), server)
         completion_pb2_grpc.add_CompletionServiceServicer_to_server(
             CompletionService(upstream), server
         )

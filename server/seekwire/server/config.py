@@ -53,6 +53,11 @@ class Settings:
     max_connection_age_grace: float = _setting(
         600.0, "seconds an aged connection may finish its RPCs"
     )
+    session_ttl: float = _setting(3600.0, "seconds a Converse session lives after its last turn")
+    session_max_count: int = _setting(
+        10_000, "Converse sessions kept per process (least recently used go)"
+    )
+    session_max_messages: int = _setting(1000, "messages kept per session (oldest turns go first)")
     drain_delay: float = _setting(
         5.0, "seconds between NOT_SERVING and closing the listener on SIGTERM (Envoy health checks)"
     )
@@ -139,6 +144,9 @@ def validate(settings: Settings) -> None:
     for name in ("drain_delay", "shutdown_grace", "max_connection_age", "max_connection_age_grace"):
         if getattr(settings, name) < 0:
             problems.append(f"{name}: must not be negative")
+    for name in ("session_ttl", "session_max_count", "session_max_messages"):
+        if getattr(settings, name) <= 0:
+            problems.append(f"{name}: must be positive")
     if settings.upstream_pool_size < 1:
         problems.append("upstream_pool_size: must be at least 1")
     if settings.max_message_bytes < 1024:

@@ -61,7 +61,8 @@ class GatewayError(Exception):
         self.retry_delay = retry_delay
         self.violations = list(violations)
 
-    def to_status(self) -> grpc.Status:
+    def to_proto(self) -> status_pb2.Status:
+        """As google.rpc.Status: what travels in-band on a Converse stream."""
         details = [
             _pack(
                 error_details_pb2.ErrorInfo(
@@ -81,8 +82,11 @@ class GatewayError(Exception):
                 ]
             )
             details.append(_pack(bad_request))
-        status = status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
-        converted: grpc.Status = rpc_status.to_status(status)
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
+
+    def to_status(self) -> grpc.Status:
+        """As a grpc.Status whose trailers carry the details (grpc-status-details-bin)."""
+        converted: grpc.Status = rpc_status.to_status(self.to_proto())
         return converted
 
 
@@ -117,6 +121,15 @@ def invalid_argument(violations: list[tuple[str, str]]) -> GatewayError:
         f"invalid request: {fields}" + (" ..." if len(violations) > 5 else ""),
         violations=violations,
     )
+
+
+def as_gateway_error(exc: Exception) -> GatewayError | None:
+    """The status for an expected failure; None for a bug."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, UpstreamError):
+        return from_upstream(exc)
+    return None
 
 
 def internal(what: str) -> GatewayError:

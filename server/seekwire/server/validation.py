@@ -7,6 +7,7 @@ other open-ended values are DeepSeek's to judge: its sets change (reference §2)
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from google.protobuf import struct_pb2
 from seekwire.server.errors import invalid_argument
@@ -33,7 +34,10 @@ def _range(
 
 
 def _stop(
-    out: Violations, message: chat_pb2.ChatCompletionRequest | completion_pb2.CompletionRequest
+    out: Violations,
+    message: chat_pb2.ChatCompletionRequest
+    | chat_pb2.ConverseStart
+    | completion_pb2.CompletionRequest,
 ) -> None:
     if not message.HasField("stop"):
         return
@@ -64,23 +68,27 @@ def _tool_choice(out: Violations, choice: struct_pb2.Value) -> None:
     out.append(("tool_choice", 'must be "none", "auto", "required" or {"type": "function", ...}'))
 
 
-def check_chat(request: chat_pb2.ChatCompletionRequest) -> None:
-    """Raises INVALID_ARGUMENT with every violation found, or returns."""
-    out: Violations = []
+def _messages(
+    out: Violations, messages: Sequence[chat_pb2.Message], where: str = "messages"
+) -> None:
+    for i, message in enumerate(messages):
+        at = f"{where}[{i}]"
+        if not message.role:
+            out.append((f"{at}.role", "is required"))
+        elif message.role not in ROLES:
+            out.append((f"{at}.role", f"unknown role {message.role!r}; one of {sorted(ROLES)}"))
+        elif message.role == "tool" and not message.tool_call_id:
+            out.append((f"{at}.tool_call_id", "a tool message answers a tool call id"))
+        if message.role != "assistant" and not message.HasField("content"):
+            out.append((f"{at}.content", "is required"))
+
+
+def _options(
+    out: Violations, request: chat_pb2.ChatCompletionRequest | chat_pb2.ConverseStart
+) -> None:
+    """The generation options ChatCompletionRequest and ConverseStart share."""
     if not request.model:
         out.append(("model", "is required"))
-    if not request.messages:
-        out.append(("messages", "at least one message is required"))
-    for i, message in enumerate(request.messages):
-        where = f"messages[{i}]"
-        if not message.role:
-            out.append((f"{where}.role", "is required"))
-        elif message.role not in ROLES:
-            out.append((f"{where}.role", f"unknown role {message.role!r}; one of {sorted(ROLES)}"))
-        elif message.role == "tool" and not message.tool_call_id:
-            out.append((f"{where}.tool_call_id", "a tool message answers a tool call id"))
-        if message.role != "assistant" and not message.HasField("content"):
-            out.append((f"{where}.content", "is required"))
     _range(out, request, "max_tokens", 1)
     _range(out, request, "temperature", 0, 2)
     _range(out, request, "top_p", 0, 1)
@@ -101,8 +109,27 @@ def check_chat(request: chat_pb2.ChatCompletionRequest) -> None:
         not _USER_ID.fullmatch(request.user_id) or len(request.user_id.encode()) > 512
     ):
         out.append(("user_id", "must match [a-zA-Z0-9_-] and be at most 512 bytes"))
+
+
+def check_chat(request: chat_pb2.ChatCompletionRequest) -> None:
+    """Raises INVALID_ARGUMENT with every violation found, or returns."""
+    out: Violations = []
+    if not request.messages:
+        out.append(("messages", "at least one message is required"))
+    _messages(out, request.messages)
+    _options(out, request)
     if out:
         raise invalid_argument(out)
+
+
+def check_converse_start(start: chat_pb2.ConverseStart) -> None:
+    out: Violations = []
+    _messages(out, start.messages, "start.messages")
+    _options(out, start)
+    if out:
+        raise invalid_argument(
+            [(f"start.{f}" if not f.startswith("start.") else f, d) for f, d in out]
+        )
 
 
 def check_completion(request: completion_pb2.CompletionRequest) -> None:

@@ -39,6 +39,8 @@ class Behavior:
     # Answer shape.
     finish_reason: str | None = None  # e.g. length, content_filter, insufficient_system_resource
     usage_chunk: bool = False  # OpenAI-style separate usage chunk with empty choices
+    echo: bool = False  # answer with the words of the last user message (directives removed)
+    token_bytes: int = 0  # pad every answer token to this many bytes (large answers)
     tool_call: bool | None = None  # force (True) or forbid (False) a tool call
     model: str | None = None  # answer with this model id (alias mapping)
     path: str | None = None  # queued behaviors only: apply to this path alone
@@ -72,6 +74,10 @@ def directive_overrides(text: str) -> dict[str, Any]:
             if name in _FIELDS and name != "path":
                 overrides[name] = _coerce(name, raw if raw else None)
     return overrides
+
+
+def strip_directives(text: str) -> str:
+    return _DIRECTIVE.sub("", text).strip()
 
 
 def behavior_from_json(data: dict[str, Any]) -> Behavior:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import secrets
 import string
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from seekwire.server.fake.behavior import Behavior
+from seekwire.server.fake.behavior import Behavior, strip_directives
 
 ROLES = ("system", "user", "assistant", "tool")
 MAX_OUTPUT_TOKENS = 393_216
@@ -291,8 +293,15 @@ class Generator:
             )
         elif (body.get("response_format") or {}).get("type") == "json_object":
             content = ['{"', "answer", '":', ' "', "fake", '"}']
+        elif behavior.echo:
+            said = next(
+                (m.get("content") or "" for m in reversed(messages) if m["role"] == "user"), ""
+            )
+            content = re.findall(r"\s*\S+", strip_directives(said))
         else:
             content = take(_WORDS, behavior.tokens)
+        if behavior.token_bytes:
+            content = [token.ljust(behavior.token_bytes, ".") for token in content]
         finish = behavior.finish_reason or ("tool_calls" if tool_calls else "stop")
         if max_tokens is not None and len(reasoning) + len(content) > max_tokens:
             content = content[: max(0, max_tokens - len(reasoning))]
@@ -350,8 +359,6 @@ class Generator:
 
 
 def _now() -> int:
-    import time
-
     return int(time.time())
 
 

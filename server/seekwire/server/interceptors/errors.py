@@ -12,20 +12,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from seekwire.server.errors import GatewayError, from_upstream, internal
+from seekwire.server.errors import GatewayError, as_gateway_error, internal
 from seekwire.server.interceptors.wrapping import Handler, Streaming, Unary, rewrap
-from seekwire.server.upstream.errors import UpstreamError
 
 log = logging.getLogger(__name__)
 
 
 def _as_gateway_error(exc: Exception, method: str) -> GatewayError:
-    if isinstance(exc, GatewayError):
-        return exc
-    if isinstance(exc, UpstreamError):
-        return from_upstream(exc)
-    log.error("unhandled %s in %s", type(exc).__name__, method, exc_info=exc)
-    return internal(method.rsplit("/", 1)[-1])
+    error = as_gateway_error(exc)
+    if error is None:
+        log.error("unhandled %s in %s", type(exc).__name__, method, exc_info=exc)
+        error = internal(method.rsplit("/", 1)[-1])
+    return error
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError) -> None:

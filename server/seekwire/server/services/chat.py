@@ -9,11 +9,15 @@ from typing import Any
 import grpc
 from seekwire.server.convert import from_json, request_body
 from seekwire.server.deadline import caller_deadline
+from seekwire.server.services.converse import Conversation
+from seekwire.server.state.sessions import SessionStore
 from seekwire.server.upstream.client import Upstream
 from seekwire.server.validation import check_chat
 from seekwire.v1 import chat_pb2, chat_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
+# Every caller is one principal until caller authentication lands; sessions are already keyed by it.
+ANONYMOUS = "anonymous"
 
 
 def chat_path(request: chat_pb2.ChatCompletionRequest) -> str:
@@ -23,8 +27,9 @@ def chat_path(request: chat_pb2.ChatCompletionRequest) -> str:
 
 
 class ChatService(chat_pb2_grpc.ChatServiceServicer):
-    def __init__(self, upstream: Upstream) -> None:
+    def __init__(self, upstream: Upstream, sessions: SessionStore) -> None:
         self._upstream = upstream
+        self._sessions = sessions
 
     async def CreateChatCompletion(
         self, request: chat_pb2.ChatCompletionRequest, context: Context
@@ -48,3 +53,12 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         async with aclosing(events):
             async for event in events:
                 yield from_json(chat_pb2.ChatCompletionChunk, event)
+
+    async def Converse(
+        self, request_iterator: AsyncIterator[chat_pb2.ConverseRequest], context: Context
+    ) -> AsyncIterator[chat_pb2.ConverseResponse]:
+        conversation = Conversation(
+            self._upstream, self._sessions, ANONYMOUS, caller_deadline(context)
+        )
+        async for event in conversation.events(request_iterator):
+            yield event

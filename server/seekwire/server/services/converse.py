@@ -1,0 +1,329 @@
+"""Converse: one long-lived bidirectional stream per conversation, history kept server-side.
+
+Three tasks cooperate per stream: the handler yields events from a bounded
+outbox (so a slow reader slows the upstream read instead of growing memory), a
+reader takes the caller's messages (acting on cancels at once), and a driver
+runs turns one at a time in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import orjson
+from google.protobuf import json_format
+from seekwire.server.convert import from_json
+from seekwire.server.errors import GatewayError, as_gateway_error, internal, invalid_argument
+from seekwire.server.state.sessions import Entry, Session, SessionStore, new_session_id
+from seekwire.server.upstream.client import JSON, Upstream
+from seekwire.server.validation import check_converse_start
+from seekwire.v1 import chat_pb2
+
+log = logging.getLogger(__name__)
+
+OUTBOX_SIZE = 32  # events buffered toward a slow reader before the upstream read pauses
+INBOX_SIZE = 64  # caller messages queued behind a running turn before reading pauses
+_START_ONLY = frozenset({"model", "messages", "session_id"})
+_DELTA_FIELDS = ("content", "reasoning_content", "tool_calls", "logprobs")
+
+
+def _stream_error(reason: str, message: str, code: grpc.StatusCode) -> GatewayError:
+    return GatewayError(code, reason, message)
+
+
+@dataclass(slots=True)
+class _Answer:
+    """The assistant's answer of one upstream call, accumulated from its chunks."""
+
+    content: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    finish_reason: str = ""
+    usage: JSON | None = None
+    model: str = ""
+    id: str = ""
+
+    def add(self, delta: JSON) -> None:
+        if delta.get("content"):
+            self.content.append(delta["content"])
+        if delta.get("reasoning_content"):
+            self.reasoning.append(delta["reasoning_content"])
+        for fragment in delta.get("tool_calls") or ():
+            call = self.tool_calls.setdefault(
+                fragment.get("index", 0),
+                {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+            )
+            call["id"] = fragment.get("id") or call["id"]
+            call["type"] = fragment.get("type") or call["type"]
+            function = fragment.get("function") or {}
+            call["function"]["name"] = function.get("name") or call["function"]["name"]
+            call["function"]["arguments"] += function.get("arguments") or ""
+
+    def message(self) -> JSON:
+        message: JSON = {"role": "assistant", "content": "".join(self.content)}
+        if self.tool_calls:
+            message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+            # DeepSeek's thinking mode requires the reasoning back after tool calls (reference §3.2).
+            if self.reasoning:
+                message["reasoning_content"] = "".join(self.reasoning)
+        return message
+
+
+class Conversation:
+    def __init__(
+        self,
+        upstream: Upstream,
+        sessions: SessionStore,
+        principal: str,
+        deadline: float | None,
+    ) -> None:
+        self._upstream = upstream
+        self._sessions = sessions
+        self._principal = principal
+        self._deadline = deadline
+        self._outbox: asyncio.Queue[chat_pb2.ConverseResponse | None] = asyncio.Queue(OUTBOX_SIZE)
+        self._session = Session("", principal)
+        self._options: JSON = {}
+        self._turns = 0
+        self._running: tuple[str, asyncio.Task[_Answer]] | None = None
+        self._cancelled: set[str] = set()
+        self._awaiting: set[str] = set()  # tool call ids the running turn waits for
+        self._tool_turn = ""
+
+    async def events(
+        self, requests: AsyncIterator[chat_pb2.ConverseRequest]
+    ) -> AsyncIterator[chat_pb2.ConverseResponse]:
+        first = await anext(requests, None)
+        if first is None or first.WhichOneof("event") != "start":
+            raise _stream_error(
+                "CONVERSE_START_REQUIRED",
+                "the first message of Converse must be `start`",
+                grpc.StatusCode.INVALID_ARGUMENT,
+            )
+        resumed = await self._open(first.start)
+        yield chat_pb2.ConverseResponse(
+            session_started=chat_pb2.ConverseSessionStarted(
+                session_id=self._session.id, resumed_messages=resumed
+            )
+        )
+        driver = asyncio.create_task(self._drive(requests))
+        try:
+            while (event := await self._outbox.get()) is not None:
+                yield event
+            await driver  # a stream-level error ends the RPC with its status
+        finally:
+            await _stop(driver)
+
+    async def _open(self, start: chat_pb2.ConverseStart) -> int:
+        check_converse_start(start)
+        resumed = 0
+        if start.HasField("session_id"):
+            session = await self._sessions.load(self._principal, start.session_id)
+            if session is None:
+                raise _stream_error(
+                    "SESSION_NOT_FOUND",
+                    "no such session for this caller (expired, deleted or never created)",
+                    grpc.StatusCode.NOT_FOUND,
+                )
+            self._session = session
+            resumed = len(session.entries)
+        else:
+            self._session = Session(new_session_id(), self._principal)
+        options = json_format.MessageToDict(start, preserving_proto_field_name=True)
+        self._options = {k: v for k, v in options.items() if k not in _START_ONLY}
+        self._options["model"] = start.model
+        for message in options.get("messages", ()):
+            self._session.entries.append(Entry(message))
+        await self._sessions.save(self._session)
+        return resumed
+
+    # -- reading ------------------------------------------------------------------
+
+    async def _drive(self, requests: AsyncIterator[chat_pb2.ConverseRequest]) -> None:
+        inbox: asyncio.Queue[chat_pb2.ConverseRequest | GatewayError | None] = asyncio.Queue(
+            INBOX_SIZE
+        )
+        reader = asyncio.create_task(self._read(requests, inbox))
+        try:
+            while (item := await inbox.get()) is not None:
+                if isinstance(item, GatewayError):
+                    raise item
+                if item.WhichOneof("event") == "user_message":
+                    await self._user_message(item.user_message)
+                else:
+                    await self._tool_result(item.tool_result)
+        finally:
+            await _stop(reader)
+            await self._outbox.put(None)
+
+    async def _read(
+        self,
+        requests: AsyncIterator[chat_pb2.ConverseRequest],
+        inbox: asyncio.Queue[chat_pb2.ConverseRequest | GatewayError | None],
+    ) -> None:
+        async for request in requests:
+            kind = request.WhichOneof("event")
+            if kind == "cancel":
+                self._cancel(request.cancel.turn_id if request.cancel.HasField("turn_id") else "")
+            elif kind in ("user_message", "tool_result"):
+                await inbox.put(request)
+            else:
+                message = (
+                    "`start` may only be the first message" if kind else "empty ConverseRequest"
+                )
+                await inbox.put(
+                    _stream_error(
+                        "CONVERSE_BAD_SEQUENCE", message, grpc.StatusCode.INVALID_ARGUMENT
+                    )
+                )
+                return
+        await inbox.put(None)
+
+    def _cancel(self, turn_id: str) -> None:
+        """Stops the running turn, or marks a queued one; unknown or finished turns are a no-op."""
+        if self._running is not None and turn_id in ("", self._running[0]):
+            self._running[1].cancel()
+        elif turn_id:
+            self._cancelled.add(turn_id)
+
+    # -- turns ----------------------------------------------------------------------
+
+    async def _user_message(self, message: chat_pb2.ConverseUserMessage) -> None:
+        self._turns += 1
+        turn_id = message.turn_id if message.HasField("turn_id") else f"turn-{self._turns}"
+        if turn_id in self._cancelled:
+            self._cancelled.discard(turn_id)
+            await self._error(turn_id, _cancelled(turn_id))
+            return
+        if not message.content:
+            await self._error(turn_id, invalid_argument([("user_message.content", "is required")]))
+            return
+        if self._awaiting:
+            await self._error(
+                turn_id,
+                GatewayError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "TOOL_RESULTS_PENDING",
+                    f"turn {self._tool_turn} waits for tool results: {', '.join(sorted(self._awaiting))}",
+                ),
+            )
+            return
+        self._session.entries.append(Entry({"role": "user", "content": message.content}, turn_id))
+        await self._turn(turn_id)
+
+    async def _tool_result(self, result: chat_pb2.ConverseToolResult) -> None:
+        if result.tool_call_id not in self._awaiting:
+            await self._error(
+                self._tool_turn,
+                invalid_argument(
+                    [("tool_result.tool_call_id", f"no pending tool call {result.tool_call_id!r}")]
+                ),
+            )
+            return
+        self._awaiting.discard(result.tool_call_id)
+        message = {"role": "tool", "content": result.content, "tool_call_id": result.tool_call_id}
+        self._session.entries.append(Entry(message, self._tool_turn))
+        if not self._awaiting:
+            await self._turn(self._tool_turn)
+
+    async def _turn(self, turn_id: str) -> None:
+        """One upstream call for `turn_id`; its outcome goes to the caller and the history."""
+        answer = _Answer()
+        task = asyncio.create_task(self._stream(turn_id, answer))
+        self._running = (turn_id, task)
+        try:
+            await asyncio.wait([task])
+        finally:
+            self._running = None
+            await _stop(task)
+        if task.cancelled():
+            await self._end_turn(turn_id, answer, "cancelled", _cancelled(turn_id))
+            return
+        exc = task.exception()
+        if exc is not None:
+            error = as_gateway_error(exc) if isinstance(exc, Exception) else None
+            if error is None:
+                log.error("Converse turn failed unexpectedly", exc_info=exc)
+                error = internal("Converse")
+            await self._end_turn(turn_id, answer, "failed", error)
+            return
+        self._session.entries.append(Entry(answer.message(), turn_id))
+        calls = [answer.tool_calls[i] for i in sorted(answer.tool_calls)]
+        if answer.finish_reason == "tool_calls" and calls:
+            self._awaiting = {c["id"] for c in calls}
+            self._tool_turn = turn_id
+        await self._sessions.save(self._session)
+        end = from_json(
+            chat_pb2.ConverseTurnEnd,
+            {
+                "turn_id": turn_id,
+                "finish_reason": answer.finish_reason,
+                "usage": answer.usage,
+                "model": answer.model,
+                "id": answer.id,
+                "tool_calls": [dict(c, index=i) for i, c in enumerate(calls)],
+            },
+        )
+        await self._outbox.put(chat_pb2.ConverseResponse(turn_end=end))
+
+    async def _end_turn(
+        self, turn_id: str, answer: _Answer, status: str, error: GatewayError
+    ) -> None:
+        """Records a turn that did not complete; none of it goes upstream again."""
+        if answer.content or answer.reasoning or answer.tool_calls:
+            self._session.entries.append(Entry(answer.message(), turn_id, status))
+        for entry in self._session.entries:
+            if entry.turn_id == turn_id:
+                entry.status = status
+        self._awaiting.clear()
+        await self._sessions.save(self._session)
+        await self._error(turn_id, error)
+
+    async def _stream(self, turn_id: str, answer: _Answer) -> _Answer:
+        body = dict(self._options)
+        body["messages"] = self._session.upstream_messages()
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        events = self._upstream.stream("/chat/completions", orjson.dumps(body), self._deadline)
+        async with aclosing(events):
+            async for event in events:
+                answer.model = event.get("model") or answer.model
+                answer.id = event.get("id") or answer.id
+                if event.get("usage"):
+                    answer.usage = event["usage"]
+                for choice in event.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    answer.add(delta)
+                    answer.finish_reason = choice.get("finish_reason") or answer.finish_reason
+                    if choice.get("logprobs"):
+                        delta = dict(delta, logprobs=choice["logprobs"])
+                    # DeepSeek's opening and closing deltas carry "" or null: nothing to relay.
+                    piece = {k: delta[k] for k in _DELTA_FIELDS if delta.get(k)}
+                    if piece:
+                        chunk = from_json(chat_pb2.ConverseChunk, {"turn_id": turn_id, **piece})
+                        await self._outbox.put(chat_pb2.ConverseResponse(chunk=chunk))
+        return answer
+
+    async def _error(self, turn_id: str, error: GatewayError) -> None:
+        event = chat_pb2.ConverseError(turn_id=turn_id, status=error.to_proto())
+        await self._outbox.put(chat_pb2.ConverseResponse(error=event))
+
+
+def _cancelled(turn_id: str) -> GatewayError:
+    return GatewayError(
+        grpc.StatusCode.CANCELLED, "TURN_CANCELLED", f"turn {turn_id} was cancelled"
+    )
+
+
+async def _stop(task: asyncio.Task[Any]) -> None:
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
