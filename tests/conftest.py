@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import os
+import re
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -21,6 +25,13 @@ from seekwire.v1 import (
 )
 
 UPSTREAM_KEY = "sk-test-upstream-0123456789abcdef"
+SEEKWIRE = [sys.executable, "-m", "seekwire.server.cli"]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without any seekwire or DeepSeek settings of the machine's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SEEKWIRE_", "DEEPSEEK_"))}
+    return env | extra
 
 
 @dataclasses.dataclass
@@ -102,3 +113,47 @@ def rich_details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
                 detail.Unpack(message)
                 found[cls.DESCRIPTOR.name] = message
     return found
+
+
+class Served:
+    """A `seekwire serve --fake-upstream` process (what `make run` starts); its log is kept."""
+
+    def __init__(self, process: asyncio.subprocess.Process, target: str) -> None:
+        self.process = process
+        self.target = target
+        self.log: list[str] = []
+        self._drain = asyncio.create_task(self._keep_log())
+
+    async def _keep_log(self) -> None:
+        assert self.process.stderr is not None
+        while line := await self.process.stderr.readline():
+            self.log.append(line.decode())
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    process = await asyncio.create_subprocess_exec(
+        *SEEKWIRE,
+        "serve",
+        "--fake-upstream",
+        "--listen",
+        "127.0.0.1:0",
+        "--drain-delay",
+        "0.5",
+        env=clean_env(),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    target = ""
+    async with asyncio.timeout(20):
+        while not target:
+            line = (await process.stderr.readline()).decode()
+            assert line, "seekwire exited before listening"
+            if match := re.search(r"listening on (\S+)", line):
+                target = match.group(1)
+    served = Served(process, target)
+    yield served
+    if process.returncode is None:
+        process.kill()
+    await process.wait()
+    await served._drain

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import signal
-import sys
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -15,14 +11,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from seekwire.v1 import chat_pb2_grpc
 
+from tests.conftest import SEEKWIRE, Served, clean_env
 from tests.test_chat import chat_request
-
-SEEKWIRE = [sys.executable, "-m", "seekwire.server.cli"]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SEEKWIRE_", "DEEPSEEK_"))}
-    return env | extra
 
 
 async def _run(*args: str, env: dict[str, str]) -> tuple[int, str]:
@@ -35,7 +25,7 @@ async def _run(*args: str, env: dict[str, str]) -> tuple[int, str]:
 
 
 async def test_without_a_key_it_says_how_to_set_one_or_run_offline() -> None:
-    code, stderr = await _run("serve", env=_env())
+    code, stderr = await _run("serve", env=clean_env())
     assert code == 2
     assert "DEEPSEEK_API_KEY" in stderr
     assert "--fake-upstream" in stderr
@@ -53,43 +43,9 @@ async def test_without_a_key_it_says_how_to_set_one_or_run_offline() -> None:
 async def test_invalid_settings_exit_2_with_the_reason(
     args: tuple[str, ...], env: dict[str, str], message: str
 ) -> None:
-    code, stderr = await _run("serve", "--fake-upstream", *args, env=_env(**env))
+    code, stderr = await _run("serve", "--fake-upstream", *args, env=clean_env(**env))
     assert code == 2
     assert message in stderr
-
-
-class Served:
-    def __init__(self, process: asyncio.subprocess.Process, target: str) -> None:
-        self.process = process
-        self.target = target
-        self.log: list[str] = []
-
-
-@pytest.fixture
-async def served() -> AsyncIterator[Served]:
-    process = await asyncio.create_subprocess_exec(
-        *SEEKWIRE,
-        "serve",
-        "--fake-upstream",
-        "--listen",
-        "127.0.0.1:0",
-        "--drain-delay",
-        "0.5",
-        env=_env(),
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stderr is not None
-    target = ""
-    async with asyncio.timeout(20):
-        while not target:
-            line = (await process.stderr.readline()).decode()
-            assert line, "seekwire exited before listening"
-            if match := re.search(r"listening on (\S+)", line):
-                target = match.group(1)
-    yield Served(process, target)
-    if process.returncode is None:
-        process.kill()
-        await process.wait()
 
 
 async def test_health_reflection_and_a_call(served: Served) -> None:

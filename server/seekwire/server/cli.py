@@ -1,4 +1,5 @@
-"""The `seekwire` command: `seekwire serve` runs the gateway, `seekwire fake` a fake DeepSeek."""
+"""The `seekwire` command: `serve` runs the gateway, `fake` a fake DeepSeek; `chat`, `models`,
+`balance` and `talk` are the client's (seekwire.client.cli)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from seekwire.client import cli as client_cli
 from seekwire.server import config
 from seekwire.server.app import Gateway
 from seekwire.server.fake import FakeDeepSeek
@@ -56,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=8000)
     fake.add_argument("--api-key", action="append", help="accepted key (repeatable; default: any)")
+    client_cli.register(commands)
     return parser
 
 
@@ -85,7 +88,7 @@ async def _serve(settings: config.Settings) -> int:
 
 async def _fake(host: str, port: int, keys: list[str] | None) -> int:
     fake = FakeDeepSeek(host=host, port=port, api_keys=tuple(keys) if keys else None)
-    print(f"fake DeepSeek at {await fake.start()}", flush=True)  # noqa: T201
+    print(f"fake DeepSeek at {await fake.start()}", flush=True)
     await _first_signal()
     await fake.stop()
     return 0
@@ -93,6 +96,8 @@ async def _fake(host: str, port: int, keys: list[str] | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if hasattr(args, "client_command"):
+        return client_cli.run(args)
     if args.command == "fake":
         logging.basicConfig(level=logging.INFO)
         return asyncio.run(_fake(args.host, args.port, args.api_key))
@@ -104,10 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = config.load(flags, config_file=args.config)
     except config.SettingsError as exc:
-        print(f"seekwire: invalid settings: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"seekwire: invalid settings: {exc}", file=sys.stderr)
         return 2
     if not settings.deepseek_api_key and not settings.fake_upstream:
-        print(NO_KEY, file=sys.stderr)  # noqa: T201
+        print(NO_KEY, file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -115,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(_serve(settings))
     except OSError as exc:
-        print(f"seekwire: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"seekwire: {exc}", file=sys.stderr)
         return 1
 
 

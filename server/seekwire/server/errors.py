@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Final
+from typing import Final, NamedTuple
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -84,10 +84,22 @@ class GatewayError(Exception):
             details.append(_pack(bad_request))
         return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
 
-    def to_status(self) -> grpc.Status:
-        """As a grpc.Status whose trailers carry the details (grpc-status-details-bin)."""
-        converted: grpc.Status = rpc_status.to_status(self.to_proto())
-        return converted
+    def to_status(self) -> RpcStatus:
+        """As a grpc.Status whose trailers carry the details (grpc-status-details-bin) and, with
+        a retry delay, `grpc-retry-pushback-ms`, which gRPC's native client retries obey."""
+        status = rpc_status.to_status(self.to_proto())
+        trailers = tuple(status.trailing_metadata)
+        if self.retry_delay is not None:
+            trailers += (("grpc-retry-pushback-ms", str(int(self.retry_delay * 1000))),)
+        return RpcStatus(status.code, status.details, trailers)
+
+
+class RpcStatus(NamedTuple):
+    """What `context.abort` takes."""
+
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
 
 
 def _pack(message: object) -> any_pb2.Any:

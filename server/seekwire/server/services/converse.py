@@ -133,7 +133,7 @@ class Conversation:
                     grpc.StatusCode.NOT_FOUND,
                 )
             self._session = session
-            resumed = len(session.entries)
+            resumed = len(session.upstream_messages())
         else:
             self._session = Session(new_session_id(), self._principal)
         options = json_format.MessageToDict(start, preserving_proto_field_name=True)
