@@ -70,7 +70,7 @@ async def test_chat_no_stream_json_and_stdin(served: Served) -> None:
 async def test_chat_failures_have_exit_codes_and_one_line(
     served: Served, prompt: str, extra: tuple[str, ...], code: int, message: str
 ) -> None:
-    exit_code, out, err = await seekwire(served, "chat", prompt, *extra)
+    exit_code, _, err = await seekwire(served, "chat", prompt, *extra)
     assert exit_code == code
     assert err.startswith(f"seekwire: {message}")
     assert "Traceback" not in err
