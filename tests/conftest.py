@@ -8,6 +8,7 @@ import os
 import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -68,6 +69,7 @@ async def make_stack(fake: FakeDeepSeek) -> AsyncIterator[StackFactory]:
             "deepseek_base_url": fake.base_url,
             "drain_delay": 0,
             "shutdown_grace": 1,
+            "auth": False,  # admission has its own tests
         }
         settings = Settings(**(fields | overrides))
         gateway = Gateway(settings)
@@ -116,11 +118,13 @@ def rich_details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
 
 
 class Served:
-    """A `seekwire serve --fake-upstream` process (what `make run` starts); its log is kept."""
+    """A `seekwire serve --fake-upstream` process (what `make run` starts, auth on) and an API
+    key it accepts; its log is kept."""
 
-    def __init__(self, process: asyncio.subprocess.Process, target: str) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, target: str, api_key: str) -> None:
         self.process = process
         self.target = target
+        self.api_key = api_key
         self.log: list[str] = []
         self._drain = asyncio.create_task(self._keep_log())
 
@@ -131,7 +135,24 @@ class Served:
 
 
 @pytest.fixture
-async def served() -> AsyncIterator[Served]:
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    keys_file = str(tmp_path / "keys.json")
+    minted = await asyncio.create_subprocess_exec(
+        *SEEKWIRE,
+        "keys",
+        "--keys-file",
+        keys_file,
+        "create",
+        "--name",
+        "tests",
+        "--scopes",
+        "chat,admin",
+        env=clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    api_key = (await minted.communicate())[0].decode().strip()
+    assert minted.returncode == 0
     process = await asyncio.create_subprocess_exec(
         *SEEKWIRE,
         "serve",
@@ -140,7 +161,7 @@ async def served() -> AsyncIterator[Served]:
         "127.0.0.1:0",
         "--drain-delay",
         "0.5",
-        env=clean_env(),
+        env=clean_env(SEEKWIRE_KEYS_FILE=keys_file),
         stderr=asyncio.subprocess.PIPE,
     )
     assert process.stderr is not None
@@ -151,7 +172,7 @@ async def served() -> AsyncIterator[Served]:
             assert line, "seekwire exited before listening"
             if match := re.search(r"listening on (\S+)", line):
                 target = match.group(1)
-    served = Served(process, target)
+    served = Served(process, target, api_key)
     yield served
     if process.returncode is None:
         process.kill()

@@ -19,7 +19,7 @@ async def seekwire(served: Served | None, *args: str, stdin: bytes = b"") -> tup
         *args,
         "--target",
         target,
-        env=clean_env(),
+        env=clean_env(SEEKWIRE_API_KEY=served.api_key if served else "sk-sw-none-none"),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -92,11 +92,11 @@ async def test_models_and_balance(served: Served) -> None:
     assert orjson.loads(out)["balance_infos"][0]["currency"] == "USD"
 
 
-def _talk(target: str) -> int:
+def _talk(target: str, api_key: str) -> int:
     child = pexpect.spawn(
         sys.executable,
         ["-m", "seekwire.server.cli", "talk", "--target", target, "--no-thinking"],
-        env=clean_env(),
+        env=clean_env(SEEKWIRE_API_KEY=api_key),
         timeout=20,
         encoding="utf-8",
     )
@@ -120,4 +120,4 @@ def _talk(target: str) -> int:
 
 
 async def test_talk_through_a_pseudo_terminal(served: Served) -> None:
-    assert await asyncio.to_thread(_talk, served.target) == 0
+    assert await asyncio.to_thread(_talk, served.target, served.api_key) == 0

@@ -148,7 +148,7 @@ async def test_conversation_ask_tools_cancel_and_resume(client: AsyncClient, sta
 
 async def test_sync_client(served: Served) -> None:
     def scenario() -> list[str]:
-        with Client(served.target) as client:
+        with Client(served.target, api_key=served.api_key) as client:
             said = [client.chat("Hello", thinking={"type": "disabled"}).choices[0].message.content]
             said.append("".join(c.choices[0].delta.content for c in client.stream_chat("Hello")))
             conversation = client.conversation(thinking={"type": "disabled"})

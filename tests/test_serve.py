@@ -9,6 +9,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from seekwire.client import create_channel
 from seekwire.v1 import chat_pb2_grpc
 
 from tests.conftest import SEEKWIRE, Served, clean_env
@@ -49,7 +50,7 @@ async def test_invalid_settings_exit_2_with_the_reason(
 
 
 async def test_health_reflection_and_a_call(served: Served) -> None:
-    async with grpc.aio.insecure_channel(served.target) as channel:
+    async with create_channel(served.target, api_key=served.api_key) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "seekwire.v1.ChatService"):
             reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
@@ -72,7 +73,7 @@ async def test_health_reflection_and_a_call(served: Served) -> None:
 
 
 async def test_sigterm_drains_a_stream_in_flight(served: Served) -> None:
-    async with grpc.aio.insecure_channel(served.target) as channel:
+    async with create_channel(served.target, api_key=served.api_key) as channel:
         chat = chat_pb2_grpc.ChatServiceStub(channel)
         slow = [{"role": "user", "content": "[fake tokens=30 token_delay=0.05]"}]
         stream = chat.StreamChatCompletion(chat_request(messages=slow))

@@ -31,12 +31,7 @@ def service_config(max_attempts: int = 4) -> str:
     )
 
 
-class _CallMetadata(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
+class _CallMetadata:
     """Adds the caller's credentials to every call, on plaintext and TLS channels alike."""
 
     def __init__(self, pairs: Sequence[tuple[str, str]]) -> None:
@@ -47,15 +42,25 @@ class _CallMetadata(
         replaced: grpc.aio.ClientCallDetails = details._replace(metadata=metadata)  # type: ignore[attr-defined]
         return replaced
 
+
+# grpc.aio files an interceptor under the first of the four kinds it implements, so each
+# kind needs its own object.
+class _UnaryUnary(_CallMetadata, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._with_metadata(details), request)
 
+
+class _UnaryStream(_CallMetadata, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._with_metadata(details), request)
 
+
+class _StreamUnary(_CallMetadata, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._with_metadata(details), requests)
 
+
+class _StreamStream(_CallMetadata, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._with_metadata(details), requests)
 
@@ -90,7 +95,11 @@ def create_channel(
         pairs.append(("x-api-key", api_key))
     if bearer_token:
         pairs.append(("authorization", f"Bearer {bearer_token}"))
-    interceptors = [_CallMetadata(pairs)] if pairs else None
+    interceptors: list[Any] | None = None
+    if pairs:
+        interceptors = [
+            kind(pairs) for kind in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)
+        ]
     if tls or root_certificates or certificate_chain:
         credentials = grpc.ssl_channel_credentials(
             root_certificates, private_key, certificate_chain

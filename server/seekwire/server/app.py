@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from seekwire.server.auth.authenticator import Authenticator
+from seekwire.server.auth.keys import KeyFile
+from seekwire.server.auth.tokens import TokenSettings, TokenVerifier, load_public_keys
+from seekwire.server.caller import Limits
 from seekwire.server.config import Settings
 from seekwire.server.fake import FakeDeepSeek
+from seekwire.server.interceptors.auth import AuthInterceptor
 from seekwire.server.interceptors.errors import ErrorInterceptor
+from seekwire.server.interceptors.limits import LimitsInterceptor
+from seekwire.server.limits import RateLimits, parse_model_limits
 from seekwire.server.services.catalog import AccountService, ModelService
 from seekwire.server.services.chat import ChatService
 from seekwire.server.services.completion import CompletionService
+from seekwire.server.state.limits import Limiter, MemoryLimiter, RedisLimiter
 from seekwire.server.state.sessions import MemorySessionStore
 from seekwire.server.upstream.client import DeepSeekClient
 from seekwire.server.upstream.timing import Timeouts
@@ -58,6 +68,35 @@ def _server_options(settings: Settings) -> list[tuple[str, int]]:
     return options
 
 
+def _scopes(text: str) -> list[str]:
+    return [s for s in (part.strip() for part in text.split(",")) if s]
+
+
+def _token_settings(settings: Settings) -> TokenSettings:
+    return TokenSettings(
+        hs256_secret=settings.jwt_hs256_secret,
+        public_keys=load_public_keys(settings.jwt_public_keys, settings.jwt_jwks_file),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        principal_claim=settings.jwt_principal_claim,
+        scopes_claim=settings.jwt_scopes_claim,
+        leeway=settings.jwt_leeway,
+    )
+
+
+def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS (1.2 at least, 1.3 when the client offers it: gRPC core's defaults), mTLS with a CA."""
+    if not settings.tls_cert:
+        return None
+    pair = (Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())
+    client_ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [pair],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None and settings.tls_client_auth == "require",
+    )
+
+
 class Gateway:
     """One gateway process: `await start()`, then `await drain()` to stop gracefully."""
 
@@ -68,6 +107,8 @@ class Gateway:
         self.health = health.aio.HealthServicer()
         self._upstream: DeepSeekClient | None = None
         self._server: grpc.aio.Server | None = None
+        self._limiter: Limiter | None = None
+        self.keys: KeyFile | None = None
 
     async def start(self) -> int:
         settings = self.settings
@@ -86,7 +127,7 @@ class Gateway:
             base_url, api_key, timeouts=timeouts, pool_size=settings.upstream_pool_size
         )
         server = self._server = grpc.aio.server(
-            interceptors=[ErrorInterceptor()],
+            interceptors=self._interceptors(),
             options=_server_options(settings),
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
         )
@@ -105,7 +146,11 @@ class Gateway:
         if settings.reflection:
             names = (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
             reflection.enable_server_reflection(names, server)
-        self.port = server.add_insecure_port(settings.listen)
+        credentials = _server_credentials(settings)
+        if credentials is None:
+            self.port = server.add_insecure_port(settings.listen)
+        else:
+            self.port = server.add_secure_port(settings.listen, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {settings.listen}")
         await server.start()
@@ -114,6 +159,45 @@ class Gateway:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("seekwire listening on %s", settings.listen.rpartition(":")[0] + f":{self.port}")
         return self.port
+
+    def _interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        """Outermost first: auth, then limits, then error mapping around the handlers."""
+        settings = self.settings
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if settings.auth:
+            self.keys = KeyFile(settings.keys_file)
+            authenticator = Authenticator(
+                keys=self.keys,
+                tokens=TokenVerifier(_token_settings(settings)),
+                mtls_scopes=_scopes(settings.mtls_scopes) if settings.tls_client_ca else None,
+            )
+            interceptors.append(
+                AuthInterceptor(authenticator, reflection_public=settings.reflection_public)
+            )
+            if not any(r.active(time.time()) for r in self.keys.records().values()):
+                log.warning(
+                    "auth is on and %s holds no API key yet: mint one with "
+                    "`seekwire keys create --name demo` and send it as `x-api-key`",
+                    settings.keys_file,
+                )
+        else:
+            log.warning("AUTH IS OFF: every caller is trusted. Never run this way in production.")
+        defaults = Limits(settings.default_rpm, settings.default_tpm, settings.default_streams)
+        model_limits = parse_model_limits(settings.model_limits)
+        # With auth off and nothing configured there is nothing to limit: skip the interceptor.
+        if settings.auth or model_limits or defaults != Limits(0, 0, 0):
+            self._limiter = (
+                RedisLimiter(settings.redis_url, fail_open=settings.limits_fail_open)
+                if settings.limits_backend == "redis"
+                else MemoryLimiter()
+            )
+            interceptors.append(
+                LimitsInterceptor(
+                    RateLimits(self._limiter, defaults=defaults, model_limits=model_limits)
+                )
+            )
+        interceptors.append(ErrorInterceptor())
+        return interceptors
 
     async def drain(self, *, delay: float | None = None) -> None:
         """NOT_SERVING first (Envoy stops routing here), then let in-flight RPCs finish."""
@@ -126,6 +210,8 @@ class Gateway:
             await self._server.stop(self.settings.shutdown_grace)
         if self._upstream is not None:
             await self._upstream.close()
+        if self._limiter is not None:
+            await self._limiter.close()
         if self.fake is not None:
             await self.fake.stop()
         log.info("seekwire stopped")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from seekwire.client import cli as client_cli
-from seekwire.server import config
+from seekwire.server import config, keys_cli
 from seekwire.server.app import Gateway
 from seekwire.server.fake import FakeDeepSeek
 
@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=8000)
     fake.add_argument("--api-key", action="append", help="accepted key (repeatable; default: any)")
+    keys_cli.register(commands)
     client_cli.register(commands)
     return parser
 
@@ -98,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if hasattr(args, "client_command"):
         return client_cli.run(args)
+    if hasattr(args, "keys_command"):
+        return int(args.keys_command(args))
     if args.command == "fake":
         logging.basicConfig(level=logging.INFO)
         return asyncio.run(_fake(args.host, args.port, args.api_key))

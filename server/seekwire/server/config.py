@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from seekwire.server.limits import parse_model_limits
+
 DEFAULT_BASE_URL = "https://api.deepseek.com"
 
 
@@ -52,6 +54,39 @@ class Settings:
     )
     max_connection_age_grace: float = _setting(
         600.0, "seconds an aged connection may finish its RPCs"
+    )
+    auth: bool = _setting(True, "authenticate every RPC but health checks (off only for local use)")
+    keys_file: str = _setting("seekwire-keys.json", "API key store (JSON; re-read when it changes)")
+    reflection_public: bool = _setting(
+        False, "serve reflection without credentials when auth is on"
+    )
+    jwt_hs256_secret: str = _setting("", "shared secret for HS256 bearer tokens", secret=True)
+    jwt_public_keys: str = _setting("", "PEM file of public keys for RS256/ES256 bearer tokens")
+    jwt_jwks_file: str = _setting("", "JWKS file of public keys for RS256/ES256 bearer tokens")
+    jwt_issuer: str = _setting("", "required `iss` of bearer tokens (empty: not checked)")
+    jwt_audience: str = _setting("", "required `aud` of bearer tokens (empty: not checked)")
+    jwt_principal_claim: str = _setting("sub", "claim naming the caller")
+    jwt_scopes_claim: str = _setting("scope", "claim listing scopes (space-separated or a list)")
+    jwt_leeway: float = _setting(30.0, "clock skew allowed on exp and nbf, seconds")
+    tls_cert: str = _setting("", "PEM certificate chain of the listener (enables TLS)")
+    tls_key: str = _setting("", "PEM private key of the listener")
+    tls_client_ca: str = _setting("", "PEM CA bundle for client certificates (enables mTLS)")
+    tls_client_auth: str = _setting("require", "with tls_client_ca: require or optional")
+    mtls_scopes: str = _setting("chat", "scopes of callers identified by client certificate")
+    default_rpm: int = _setting(
+        0, "requests per minute for callers whose key sets none (0: no limit)"
+    )
+    default_tpm: int = _setting(
+        0, "tokens per minute for callers whose key sets none (0: no limit)"
+    )
+    default_streams: int = _setting(
+        0, "concurrent RPCs for callers whose key sets none (0: no limit)"
+    )
+    model_limits: str = _setting("", "global per-model limits: model=rpm:N,tpm:N,streams:N;...")
+    limits_backend: str = _setting("memory", "memory (per process) or redis (shared by replicas)")
+    redis_url: str = _setting("redis://127.0.0.1:6379/0", "Redis for limits_backend=redis")
+    limits_fail_open: bool = _setting(
+        True, "admit calls while Redis is unreachable (false: refuse)"
     )
     session_ttl: float = _setting(3600.0, "seconds a Converse session lives after its last turn")
     session_max_count: int = _setting(
@@ -157,5 +192,24 @@ def validate(settings: Settings) -> None:
         problems.append(
             f"log_level: one of debug, info, warning, error; got {settings.log_level!r}"
         )
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        problems.append("tls_cert and tls_key: set both or neither")
+    if settings.tls_client_ca and not settings.tls_cert:
+        problems.append("tls_client_ca: mTLS needs tls_cert and tls_key too")
+    if settings.tls_client_auth not in ("require", "optional"):
+        problems.append(f"tls_client_auth: require or optional, got {settings.tls_client_auth!r}")
+    for name in ("tls_cert", "tls_key", "tls_client_ca", "jwt_public_keys", "jwt_jwks_file"):
+        path = getattr(settings, name)
+        if path and not Path(path).is_file():
+            problems.append(f"{name}: no such file {path!r}")
+    if settings.limits_backend not in ("memory", "redis"):
+        problems.append(f"limits_backend: memory or redis, got {settings.limits_backend!r}")
+    for name in ("default_rpm", "default_tpm", "default_streams"):
+        if getattr(settings, name) < 0:
+            problems.append(f"{name}: must not be negative")
+    try:
+        parse_model_limits(settings.model_limits)
+    except ValueError as exc:
+        problems.append(f"model_limits: {exc}")
     if problems:
         raise SettingsError("; ".join(problems))

@@ -52,6 +52,8 @@ class GatewayError(Exception):
         metadata: Mapping[str, str] | None = None,
         retry_delay: float | None = None,
         violations: Iterable[tuple[str, str]] = (),
+        quota_violations: Iterable[tuple[str, str]] = (),
+        trailers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -60,6 +62,8 @@ class GatewayError(Exception):
         self.metadata = dict(metadata or {})
         self.retry_delay = retry_delay
         self.violations = list(violations)
+        self.quota_violations = list(quota_violations)
+        self.trailers = trailers
 
     def to_proto(self) -> status_pb2.Status:
         """As google.rpc.Status: what travels in-band on a Converse stream."""
@@ -82,13 +86,21 @@ class GatewayError(Exception):
                 ]
             )
             details.append(_pack(bad_request))
+        if self.quota_violations:
+            quota = error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(subject=s, description=d)
+                    for s, d in self.quota_violations
+                ]
+            )
+            details.append(_pack(quota))
         return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
 
     def to_status(self) -> RpcStatus:
         """As a grpc.Status whose trailers carry the details (grpc-status-details-bin) and, with
         a retry delay, `grpc-retry-pushback-ms`, which gRPC's native client retries obey."""
         status = rpc_status.to_status(self.to_proto())
-        trailers = tuple(status.trailing_metadata)
+        trailers = (*status.trailing_metadata, *self.trailers)
         if self.retry_delay is not None:
             trailers += (("grpc-retry-pushback-ms", str(int(self.retry_delay * 1000))),)
         return RpcStatus(status.code, status.details, trailers)

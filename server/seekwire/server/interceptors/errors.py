@@ -8,12 +8,18 @@ UpstreamError; an unexpected exception becomes INTERNAL with a generic message
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from seekwire.server.errors import GatewayError, as_gateway_error, internal
-from seekwire.server.interceptors.wrapping import Handler, Streaming, Unary, rewrap
+from seekwire.server.interceptors.wrapping import (
+    Context,
+    Streaming,
+    Unary,
+    WrappingInterceptor,
+    abort,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,61 +32,28 @@ def _as_gateway_error(exc: Exception, method: str) -> GatewayError:
     return error
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError) -> None:
-    status = error.to_status()
-    await context.abort(status.code, status.details, status.trailing_metadata)
-
-
-def _unary(method: str) -> Callable[[Unary], Unary]:
-    def wrap(behavior: Unary) -> Unary:
-        async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+class ErrorInterceptor(WrappingInterceptor):
+    def wrap_unary(self, behavior: Unary, method: str, request_streaming: bool) -> Unary:
+        async def handle(request: Any, context: Context) -> Any:
             try:
                 return await behavior(request, context)
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                await _abort(context, _as_gateway_error(exc, method))
+                await abort(context, _as_gateway_error(exc, method))
 
         return handle
 
-    return wrap
-
-
-def _streaming(method: str) -> Callable[[Streaming], Streaming]:
-    def wrap(behavior: Streaming) -> Streaming:
-        async def handle(
-            request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
+    def wrap_streaming(
+        self, behavior: Streaming, method: str, request_streaming: bool
+    ) -> Streaming:
+        async def handle(request: Any, context: Context) -> AsyncIterator[Any]:
             try:
                 async for response in behavior(request, context):
                     yield response
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                await _abort(context, _as_gateway_error(exc, method))
+                await abort(context, _as_gateway_error(exc, method))
 
         return handle
-
-    return wrap
-
-
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self) -> None:
-        # Handlers are fixed per method, so each is wrapped once, not per call.
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = rewrap(handler, _unary(method), _streaming(method))
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped

@@ -1,4 +1,4 @@
-"""Rebuilds an RpcMethodHandler around wrapped behaviours, for all four handler kinds."""
+"""Base for interceptors that wrap every handler kind once per method, not once per call."""
 
 from __future__ import annotations
 
@@ -6,40 +6,86 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias, cast
 
 import grpc
+from seekwire.server.errors import GatewayError
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 # grpc's stubs type behaviours as synchronous; on a grpc.aio server they are coroutines
 # (unary kinds) and async generators (streaming kinds).
-Unary = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
-Streaming = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+Unary = Callable[[Any, Context], Awaitable[Any]]
+Streaming = Callable[[Any, Context], AsyncIterator[Any]]
 
 
 def rewrap(
     handler: Handler,
-    unary: Callable[[Unary], Unary],
-    streaming: Callable[[Streaming], Streaming],
+    unary: Callable[[Unary, bool], Unary],
+    streaming: Callable[[Streaming, bool], Streaming],
 ) -> Handler:
-    """`unary` wraps behaviours that return one response, `streaming` those that yield many."""
+    """`unary` wraps behaviours that return one response, `streaming` those that yield many;
+    both are told whether the behaviour takes a stream of requests."""
     des, ser = handler.request_deserializer, handler.response_serializer
     make: Any
     behavior: Unary | Streaming
     if handler.unary_unary is not None:
-        make, behavior = (
-            grpc.unary_unary_rpc_method_handler,
-            unary(cast(Unary, handler.unary_unary)),
-        )
+        make = grpc.unary_unary_rpc_method_handler
+        behavior = unary(cast(Unary, handler.unary_unary), False)
     elif handler.unary_stream is not None:
         make = grpc.unary_stream_rpc_method_handler
-        behavior = streaming(cast(Streaming, handler.unary_stream))
+        behavior = streaming(cast(Streaming, handler.unary_stream), False)
     elif handler.stream_unary is not None:
-        make, behavior = (
-            grpc.stream_unary_rpc_method_handler,
-            unary(cast(Unary, handler.stream_unary)),
-        )
+        make = grpc.stream_unary_rpc_method_handler
+        behavior = unary(cast(Unary, handler.stream_unary), True)
     elif handler.stream_stream is not None:
         make = grpc.stream_stream_rpc_method_handler
-        behavior = streaming(cast(Streaming, handler.stream_stream))
+        behavior = streaming(cast(Streaming, handler.stream_stream), True)
     else:
         return handler
     wrapped: Handler = make(behavior, request_deserializer=des, response_serializer=ser)
     return wrapped
+
+
+async def abort(context: Context, error: GatewayError) -> None:
+    """Ends the RPC with the error's status and details; raises grpc.aio.AbortError."""
+    status = error.to_status()
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """Subclasses say how to wrap a unary and a streaming behaviour of `method`;
+    `request_streaming` tells whether the behaviour's first argument is a request iterator."""
+
+    skip: frozenset[str] = frozenset()  # method names left unwrapped
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    def wrap_unary(self, behavior: Unary, method: str, request_streaming: bool) -> Unary:
+        raise NotImplementedError
+
+    def wrap_streaming(
+        self, behavior: Streaming, method: str, request_streaming: bool
+    ) -> Streaming:
+        raise NotImplementedError
+
+    def skips(self, method: str) -> bool:
+        return method in self.skip
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or self.skips(method):
+            return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = rewrap(
+            handler,
+            lambda b, rs: self.wrap_unary(b, method, rs),
+            lambda b, rs: self.wrap_streaming(b, method, rs),
+        )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped

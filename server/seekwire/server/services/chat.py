@@ -7,6 +7,7 @@ from contextlib import aclosing
 from typing import Any
 
 import grpc
+from seekwire.server.caller import current_caller
 from seekwire.server.convert import from_json, request_body
 from seekwire.server.deadline import caller_deadline
 from seekwire.server.services.converse import Conversation
@@ -16,8 +17,6 @@ from seekwire.server.validation import check_chat
 from seekwire.v1 import chat_pb2, chat_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
-# Every caller is one principal until caller authentication lands; sessions are already keyed by it.
-ANONYMOUS = "anonymous"
 
 
 def chat_path(request: chat_pb2.ChatCompletionRequest) -> str:
@@ -58,7 +57,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self, request_iterator: AsyncIterator[chat_pb2.ConverseRequest], context: Context
     ) -> AsyncIterator[chat_pb2.ConverseResponse]:
         conversation = Conversation(
-            self._upstream, self._sessions, ANONYMOUS, caller_deadline(context)
+            self._upstream, self._sessions, current_caller(), caller_deadline(context)
         )
         async for event in conversation.events(request_iterator):
             yield event

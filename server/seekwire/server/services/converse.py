@@ -19,8 +19,10 @@ from typing import Any
 import grpc
 import orjson
 from google.protobuf import json_format
+from seekwire.server.caller import Caller
 from seekwire.server.convert import from_json
 from seekwire.server.errors import GatewayError, as_gateway_error, internal, invalid_argument
+from seekwire.server.limits import Admission, current_limits, estimate_tokens
 from seekwire.server.state.sessions import Entry, Session, SessionStore, new_session_id
 from seekwire.server.upstream.client import JSON, Upstream
 from seekwire.server.validation import check_converse_start
@@ -81,15 +83,16 @@ class Conversation:
         self,
         upstream: Upstream,
         sessions: SessionStore,
-        principal: str,
+        caller: Caller,
         deadline: float | None,
     ) -> None:
         self._upstream = upstream
         self._sessions = sessions
-        self._principal = principal
+        self._caller = caller
+        self._principal = caller.principal
         self._deadline = deadline
         self._outbox: asyncio.Queue[chat_pb2.ConverseResponse | None] = asyncio.Queue(OUTBOX_SIZE)
-        self._session = Session("", principal)
+        self._session = Session("", caller.principal)
         self._options: JSON = {}
         self._turns = 0
         self._running: tuple[str, asyncio.Task[_Answer]] | None = None
@@ -235,6 +238,11 @@ class Conversation:
 
     async def _turn(self, turn_id: str) -> None:
         """One upstream call for `turn_id`; its outcome goes to the caller and the history."""
+        try:
+            metered = await self._reserve_tokens()
+        except GatewayError as refused:
+            await self._end_turn(turn_id, _Answer(), "failed", refused)
+            return
         answer = _Answer()
         task = asyncio.create_task(self._stream(turn_id, answer))
         self._running = (turn_id, task)
@@ -254,6 +262,8 @@ class Conversation:
                 error = internal("Converse")
             await self._end_turn(turn_id, answer, "failed", error)
             return
+        if metered is not None and answer.usage:
+            await metered.settle(int(answer.usage.get("total_tokens", 0)))
         self._session.entries.append(Entry(answer.message(), turn_id))
         calls = [answer.tool_calls[i] for i in sorted(answer.tool_calls)]
         if answer.finish_reason == "tool_calls" and calls:
@@ -272,6 +282,18 @@ class Conversation:
             },
         )
         await self._outbox.put(chat_pb2.ConverseResponse(turn_end=end))
+
+    async def _reserve_tokens(self) -> Admission | None:
+        """Takes this turn's prompt estimate from the caller's tokens-per-minute budget."""
+        limits = current_limits()
+        if limits is None:
+            return None
+        messages = self._session.upstream_messages()
+        length = sum(
+            len(m.get("content") or "") + len(m.get("reasoning_content") or "") for m in messages
+        )
+        estimate = estimate_tokens(length, len(messages))
+        return await limits.reserve_tokens(self._caller, self._options["model"], estimate)
 
     async def _end_turn(
         self, turn_id: str, answer: _Answer, status: str, error: GatewayError

@@ -1,0 +1,1 @@
+"""Caller credentials: API keys (file-backed store), JWT bearer tokens, mTLS certificates."""
