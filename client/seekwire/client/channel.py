@@ -80,16 +80,19 @@ def create_channel(
 ) -> grpc.aio.Channel:
     """`target` is host:port. TLS is on when `tls` or any certificate is given; a client
     certificate and key make it mTLS. Keepalive stays at or above the server's
-    `min_ping_interval` (10 s by default) so the server never answers with GOAWAY."""
+    `min_ping_interval` (10 s by default) so the server never answers with GOAWAY.
+    `max_attempts` of 1 turns retries off."""
     options: list[tuple[str, Any]] = [
-        ("grpc.service_config", service_config(max_attempts)),
-        ("grpc.enable_retries", 1),
         ("grpc.keepalive_time_ms", int(keepalive_time * 1000)),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
     ]
+    if max_attempts > 1:
+        options += [("grpc.service_config", service_config(max_attempts)), ("grpc.enable_retries", 1)]
+    else:
+        options.append(("grpc.enable_retries", 0))
     pairs: list[tuple[str, str]] = []
     if api_key:
         pairs.append(("x-api-key", api_key))

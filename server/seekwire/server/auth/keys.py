@@ -73,9 +73,12 @@ def parse(key: str) -> tuple[str, str] | None:
 class KeyFile:
     """The key store on disk. Readers call `find`; writers (the `seekwire keys` CLI) lock the file."""
 
-    def __init__(self, path: str | Path, *, check_interval: float = 1.0) -> None:
+    def __init__(
+        self, path: str | Path, *, check_interval: float = 1.0, miss_interval: float = 0.0
+    ) -> None:
         self.path = Path(path)
         self._check_interval = check_interval
+        self._miss_interval = miss_interval
         self._checked = 0.0
         self._mtime: float | None = None
         self._records: dict[str, KeyRecord] = {}
@@ -87,10 +90,13 @@ class KeyFile:
             return {}
         return {item["id"]: KeyRecord(**item) for item in orjson.loads(raw)["keys"]}
 
-    def records(self) -> dict[str, KeyRecord]:
-        """The current records, re-read at most every `check_interval` seconds when the file changed."""
+    def records(self, *, missed: bool = False) -> dict[str, KeyRecord]:
+        """The current records, re-read when the file changed: checked at most every
+        `check_interval` seconds, or every `miss_interval` after an unknown key id, so a new
+        key works at once and a revocation applies within `check_interval`."""
         now = time.monotonic()
-        if now - self._checked >= self._check_interval:
+        interval = self._miss_interval if missed else self._check_interval
+        if now - self._checked >= interval:
             self._checked = now
             try:
                 mtime: float | None = self.path.stat().st_mtime_ns
@@ -107,7 +113,7 @@ class KeyFile:
         if parsed is None:
             return None
         key_id, secret = parsed
-        record = self.records().get(key_id)
+        record = self.records().get(key_id) or self.records(missed=True).get(key_id)
         if record is None:
             # Same work as a real check, so timing does not tell ids apart.
             hmac.compare_digest(_digest("00" * 16, secret), "0" * 64)

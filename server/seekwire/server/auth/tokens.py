@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 import jwt.types
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-_ASYMMETRIC = ("RS256", "ES256")
+_ASYMMETRIC = {"RS256": RSAPublicKey, "ES256": EllipticCurvePublicKey}
 
 
 class TokenError(Exception):
@@ -37,8 +40,6 @@ class TokenSettings:
 def load_public_keys(pem_path: str = "", jwks_path: str = "") -> list[Any]:
     keys: list[Any] = []
     if pem_path:
-        from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
         text = Path(pem_path).read_bytes()
         for block in text.split(b"-----END PUBLIC KEY-----"):
             if b"-----BEGIN PUBLIC KEY-----" in block:
@@ -73,8 +74,10 @@ class TokenVerifier:
         alg = header.get("alg")
         if alg == "HS256" and s.hs256_secret:
             candidates: list[Any] = [s.hs256_secret]
-        elif alg in _ASYMMETRIC and s.public_keys:
-            candidates = s.public_keys
+        elif alg in _ASYMMETRIC and (
+            candidates := [k for k in s.public_keys if isinstance(k, _ASYMMETRIC[alg])]
+        ):
+            pass
         else:
             raise TokenError(f"token algorithm {alg!r} is not accepted")
         options: jwt.types.Options = {

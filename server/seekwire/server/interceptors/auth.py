@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from seekwire.server.auth.authenticator import Authenticator
 from seekwire.server.caller import Caller, set_caller
-from seekwire.server.errors import GatewayError
+from seekwire.server.errors import GatewayError, internal
 from seekwire.server.interceptors.wrapping import (
     Context,
     Streaming,
@@ -16,6 +17,7 @@ from seekwire.server.interceptors.wrapping import (
     abort,
 )
 
+log = logging.getLogger(__name__)
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REFLECTION_PREFIX = "/grpc.reflection."
 
@@ -32,9 +34,15 @@ class AuthInterceptor(WrappingInterceptor):
         )
 
     def _admit(self, context: Context, method: str) -> Caller:
-        caller = self._authenticator.authenticate(
-            context.invocation_metadata() or (), context.auth_context()
-        )
+        try:
+            caller = self._authenticator.authenticate(
+                context.invocation_metadata() or (), context.auth_context()
+            )
+        except GatewayError:
+            raise
+        except Exception as exc:  # a bug must not leak as UNKNOWN with its message
+            log.error("authentication failed unexpectedly: %s", type(exc).__name__, exc_info=exc)
+            raise internal("authentication") from None
         self._authenticator.authorize(caller, method)
         set_caller(caller)
         return caller
