@@ -10,12 +10,15 @@ RUN pip install --no-cache-dir --upgrade pip \
  && pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
-RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin seekwire
+RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin seekwire \
+ && mkdir -p /var/lib/seekwire && chown 10001 /var/lib/seekwire
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER 10001
+# The key store is usually a mounted Secret; it is re-read when it changes.
 ENV SEEKWIRE_LISTEN=0.0.0.0:50051 \
     SEEKWIRE_DRAIN_DELAY=10 \
+    SEEKWIRE_KEYS_FILE=/var/lib/seekwire/keys.json \
     PYTHONUNBUFFERED=1
 EXPOSE 50051
 # Exits 0 only when grpc.health.v1 answers SERVING (NOT_SERVING while draining).

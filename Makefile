@@ -52,6 +52,9 @@ test: $(STAMP) check-gen lint
 	$(BIN)/python -m pytest -q
 
 run: $(STAMP)
+	@echo "Auth is on. Mint a key for the demo in another terminal:"
+	@echo "  export SEEKWIRE_API_KEY=\$$(.venv/bin/seekwire keys create --name demo)"
+	@echo "then: .venv/bin/seekwire chat Hello   (or buf curl -H \"x-api-key: \$$SEEKWIRE_API_KEY\" ...)"
 	@if [ -z "$$DEEPSEEK_API_KEY" ]; then echo "No DEEPSEEK_API_KEY: serving on the embedded fake DeepSeek."; \
 	  exec $(BIN)/seekwire serve --fake-upstream; else exec $(BIN)/seekwire serve; fi
 

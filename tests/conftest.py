@@ -6,8 +6,12 @@ import asyncio
 import dataclasses
 import os
 import re
+import shutil
+import socket
+import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +102,20 @@ async def stack(make_stack: StackFactory) -> Stack:
     return await make_stack()
 
 
+async def refused(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
+    """The error a call ends with (it must fail)."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return caught.value
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 5.0) -> None:
+    """Polls a condition that another process or a background task makes true."""
+    async with asyncio.timeout(seconds):
+        while not await check():  # noqa: ASYNC110 (the condition lives in another process)
+            await asyncio.sleep(0.05)
+
+
 def rich_details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
     """The google.rpc details of a failed call, by type name."""
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
@@ -178,3 +196,55 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
         process.kill()
     await process.wait()
     await served._drain
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on loopback for the session (.ci/run installs it)."""
+    executable = shutil.which("redis-server")
+    assert executable, "redis-server is required: apt-get install redis-server (.ci/run does)"
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            executable,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path_factory.mktemp("redis")),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The session's Redis, emptied for this test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server)
+    client.flushdb()
+    client.close()
+    return redis_server

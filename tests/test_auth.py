@@ -18,11 +18,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from jwt.algorithms import ECAlgorithm
-
 from seekwire.server.auth.keys import KeyFile
 from seekwire.server.caller import Limits
 from seekwire.v1 import account_pb2, chat_pb2, model_pb2
-from tests.conftest import Stack, StackFactory, rich_details
+
+from tests.conftest import Stack, StackFactory, eventually, refused, rich_details
 from tests.test_chat import chat_request
 
 HS_SECRET = "hs256-shared-secret-of-at-least-32-bytes!"
@@ -38,7 +38,12 @@ def pem(key: Any) -> bytes:
 
 
 def token(key: Any, alg: str, **claims: Any) -> str:
-    body = {"sub": "svc-jwt", "aud": "seekwire", "iss": "https://idp.test", "exp": time.time() + 300}
+    body = {
+        "sub": "svc-jwt",
+        "aud": "seekwire",
+        "iss": "https://idp.test",
+        "exp": time.time() + 300,
+    }
     body.update(claims)
     return jwt.encode({k: v for k, v in body.items() if v is not None}, key, algorithm=alg)
 
@@ -68,12 +73,6 @@ def with_key(key: str) -> tuple[tuple[str, str], ...]:
 
 def bearer(credential: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {credential}"),)
-
-
-async def refused(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    return caught.value
 
 
 async def test_api_key_accepted_by_either_header(secured: tuple[Stack, KeyFile]) -> None:
@@ -111,24 +110,24 @@ async def test_bad_credentials_are_unauthenticated_before_any_work(
     assert stack.fake.requests == []
 
 
-async def test_wrong_secret_for_a_real_key_id_is_never_echoed(secured: tuple[Stack, KeyFile]) -> None:
+async def test_wrong_secret_for_a_real_key_id_is_never_echoed(
+    secured: tuple[Stack, KeyFile],
+) -> None:
     stack, keys = secured
     secret, record = keys.create("svc-a")
     forged = f"sk-sw-{record.id}-guessedsecretvalue123"
-    error = await refused(stack.chat.CreateChatCompletion(chat_request(), metadata=with_key(forged)))
+    error = await refused(
+        stack.chat.CreateChatCompletion(chat_request(), metadata=with_key(forged))
+    )
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     everything = error.details() + repr(error.trailing_metadata())
     assert "guessedsecretvalue123" not in everything
     assert secret.split("-")[-1] not in everything
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 5.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not await check():
-            await asyncio.sleep(0.05)
-
-
-async def test_store_changes_apply_without_restart(make_stack: StackFactory, tmp_path: Path) -> None:
+async def test_store_changes_apply_without_restart(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
     keys = KeyFile(tmp_path / "keys.json")
     stack = await make_stack(auth=True, keys_file=str(keys.path))
     secret, record = keys.create("late")  # minted after the gateway started
@@ -174,7 +173,9 @@ async def test_expired_key(secured: tuple[Stack, KeyFile]) -> None:
     stack, keys = secured
     secret, _ = keys.create("brief", expires_in=0.2)
     await asyncio.sleep(0.3)
-    error = await refused(stack.chat.CreateChatCompletion(chat_request(), metadata=with_key(secret)))
+    error = await refused(
+        stack.chat.CreateChatCompletion(chat_request(), metadata=with_key(secret))
+    )
     assert rich_details(error)["ErrorInfo"].reason == "INVALID_API_KEY"
 
 
@@ -182,11 +183,15 @@ async def test_scopes(secured: tuple[Stack, KeyFile]) -> None:
     stack, keys = secured
     chat_only, _ = keys.create("chatter")
     admin, _ = keys.create("operator", scopes=["chat", "admin"])
-    error = await refused(stack.account.GetBalance(account_pb2.GetBalanceRequest(), metadata=with_key(chat_only)))
+    error = await refused(
+        stack.account.GetBalance(account_pb2.GetBalanceRequest(), metadata=with_key(chat_only))
+    )
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     info = rich_details(error)["ErrorInfo"]
     assert (info.reason, info.metadata["scope"]) == ("MISSING_SCOPE", "admin")
-    balance = await stack.account.GetBalance(account_pb2.GetBalanceRequest(), metadata=with_key(admin))
+    balance = await stack.account.GetBalance(
+        account_pb2.GetBalanceRequest(), metadata=with_key(admin)
+    )
     assert balance.is_available
 
 
@@ -203,7 +208,11 @@ async def test_jwt_kinds_accepted(secured: tuple[Stack, KeyFile]) -> None:
 
 
 def _none_token() -> str:
-    return jwt.encode({"sub": "x", "aud": "seekwire", "iss": "https://idp.test", "exp": time.time() + 60}, None, algorithm="none")
+    return jwt.encode(
+        {"sub": "x", "aud": "seekwire", "iss": "https://idp.test", "exp": time.time() + 60},
+        None,
+        algorithm="none",
+    )
 
 
 def _confused_token() -> str:
@@ -216,7 +225,13 @@ def _confused_token() -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=")
 
     header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    claims = {"sub": "attacker", "aud": "seekwire", "iss": "https://idp.test", "exp": time.time() + 60, "scope": "chat admin"}
+    claims = {
+        "sub": "attacker",
+        "aud": "seekwire",
+        "iss": "https://idp.test",
+        "exp": time.time() + 60,
+        "scope": "chat admin",
+    }
     payload = b64(json.dumps(claims).encode())
     signature = b64(hmac.new(pem(RSA_KEY), header + b"." + payload, hashlib.sha256).digest())
     return (header + b"." + payload + b"." + signature).decode()
@@ -235,11 +250,25 @@ def _confused_token() -> str:
         (_none_token, "algorithm 'none'"),
         (lambda: token(HS_SECRET, "HS256", sub=None), "no 'sub' claim"),
     ],
-    ids=["expired", "nbf", "audience", "issuer", "hs-wrong-secret", "rs-wrong-key", "no-exp", "alg-none", "no-sub"],
+    ids=[
+        "expired",
+        "nbf",
+        "audience",
+        "issuer",
+        "hs-wrong-secret",
+        "rs-wrong-key",
+        "no-exp",
+        "alg-none",
+        "no-sub",
+    ],
 )
-async def test_jwt_refusals(secured: tuple[Stack, KeyFile], make_token: Callable[[], str], message: str) -> None:
+async def test_jwt_refusals(
+    secured: tuple[Stack, KeyFile], make_token: Callable[[], str], message: str
+) -> None:
     stack, _ = secured
-    error = await refused(stack.chat.CreateChatCompletion(chat_request(), metadata=bearer(make_token())))
+    error = await refused(
+        stack.chat.CreateChatCompletion(chat_request(), metadata=bearer(make_token()))
+    )
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert message in error.details()
 
@@ -247,18 +276,27 @@ async def test_jwt_refusals(secured: tuple[Stack, KeyFile], make_token: Callable
 async def test_hs_rs_confusion_is_refused(make_stack: StackFactory, tmp_path: Path) -> None:
     public_keys = tmp_path / "rsa.pem"
     public_keys.write_bytes(pem(RSA_KEY))
-    stack = await make_stack(auth=True, keys_file=str(tmp_path / "k.json"), jwt_public_keys=str(public_keys))
-    error = await refused(stack.chat.CreateChatCompletion(chat_request(), metadata=bearer(_confused_token())))
+    stack = await make_stack(
+        auth=True, keys_file=str(tmp_path / "k.json"), jwt_public_keys=str(public_keys)
+    )
+    error = await refused(
+        stack.chat.CreateChatCompletion(chat_request(), metadata=bearer(_confused_token()))
+    )
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "'HS256' is not accepted" in error.details()
-    answer = await stack.chat.CreateChatCompletion(chat_request(), metadata=bearer(token(RSA_KEY, "RS256", scope="chat")))
+    answer = await stack.chat.CreateChatCompletion(
+        chat_request(), metadata=bearer(token(RSA_KEY, "RS256", scope="chat"))
+    )
     assert answer.choices[0].message.content
 
 
 async def test_jwt_scopes_apply(secured: tuple[Stack, KeyFile]) -> None:
     stack, _ = secured
     error = await refused(
-        stack.account.GetBalance(account_pb2.GetBalanceRequest(), metadata=bearer(token(HS_SECRET, "HS256", scope="chat")))
+        stack.account.GetBalance(
+            account_pb2.GetBalanceRequest(),
+            metadata=bearer(token(HS_SECRET, "HS256", scope="chat")),
+        )
     )
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
 
@@ -286,24 +324,32 @@ async def test_sessions_belong_to_their_principal(secured: tuple[Stack, KeyFile]
     alice, _ = keys.create("alice")
     bob, _ = keys.create("bob")
     call = stack.chat.Converse(metadata=with_key(alice))
-    await call.write(chat_pb2.ConverseRequest(start=chat_pb2.ConverseStart(model="deepseek-v4-flash")))
+    await call.write(
+        chat_pb2.ConverseRequest(start=chat_pb2.ConverseStart(model="deepseek-v4-flash"))
+    )
     started = (await call.read()).session_started
     await call.done_writing()
     intruder = stack.chat.Converse(metadata=with_key(bob))
     await intruder.write(
-        chat_pb2.ConverseRequest(start=chat_pb2.ConverseStart(model="deepseek-v4-flash", session_id=started.session_id))
+        chat_pb2.ConverseRequest(
+            start=chat_pb2.ConverseStart(model="deepseek-v4-flash", session_id=started.session_id)
+        )
     )
     error = await refused(intruder.read())
     assert error.code() == grpc.StatusCode.NOT_FOUND
     again = stack.chat.Converse(metadata=with_key(alice))
     await again.write(
-        chat_pb2.ConverseRequest(start=chat_pb2.ConverseStart(model="deepseek-v4-flash", session_id=started.session_id))
+        chat_pb2.ConverseRequest(
+            start=chat_pb2.ConverseStart(model="deepseek-v4-flash", session_id=started.session_id)
+        )
     )
     assert (await again.read()).session_started.session_id == started.session_id
     await again.done_writing()
 
 
-async def test_auth_off_is_logged_loudly(make_stack: StackFactory, caplog: pytest.LogCaptureFixture) -> None:
+async def test_auth_off_is_logged_loudly(
+    make_stack: StackFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING)
     stack = await make_stack(auth=False)
     assert "AUTH IS OFF" in caplog.text

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from seekwire.client import AsyncClient, Unauthenticated, Unavailable, create_channel
 from seekwire.v1 import account_pb2
+
 from tests.certs import Authority, write
 from tests.conftest import StackFactory, rich_details
-from tests.test_chat import chat_request
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +29,13 @@ def pki() -> dict[str, object]:
     }
 
 
-async def test_tls_serves_and_plaintext_is_refused(make_stack: StackFactory, pki: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+async def test_tls_serves_and_plaintext_is_refused(
+    make_stack: StackFactory, pki: dict, tmp_path: Path
+) -> None:  # type: ignore[type-arg]
     server = pki["server"]
-    stack = await make_stack(tls_cert=write(tmp_path, "s.pem", server.cert), tls_key=write(tmp_path, "s.key", server.key))
+    stack = await make_stack(
+        tls_cert=write(tmp_path, "s.pem", server.cert), tls_key=write(tmp_path, "s.key", server.key)
+    )
     target = f"127.0.0.1:{stack.gateway.port}"
     async with AsyncClient(create_channel(target, root_certificates=pki["ca"].pem)) as client:
         assert (await client.chat("Hello")).choices[0].message.content
@@ -50,22 +53,29 @@ def _handshake(port: int, ca: bytes, maximum: ssl.TLSVersion | None = None) -> s
             context.minimum_version = ssl.TLSVersion.TLSv1
             context.maximum_version = maximum
         context.set_ciphers("DEFAULT:@SECLEVEL=0")  # so that only the server can say no
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, context.wrap_socket(raw, server_hostname="localhost") as tls:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
         return str(tls.version())
 
 
 async def test_tls_versions(make_stack: StackFactory, pki: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
     server = pki["server"]
-    stack = await make_stack(tls_cert=write(tmp_path, "s.pem", server.cert), tls_key=write(tmp_path, "s.key", server.key))
+    stack = await make_stack(
+        tls_cert=write(tmp_path, "s.pem", server.cert), tls_key=write(tmp_path, "s.key", server.key)
+    )
     port, ca = stack.gateway.port, pki["ca"].pem
     assert await asyncio.to_thread(_handshake, port, ca) == "TLSv1.3"
     assert await asyncio.to_thread(_handshake, port, ca, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
     # BoringSSL answers TLS 1.1 with UNSUPPORTED_PROTOCOL and closes the connection.
-    with pytest.raises(ssl.SSLError, match="(?i)eof|protocol.version"):
+    with pytest.raises(ssl.SSLError, match=r"(?i)eof|protocol.version"):
         await asyncio.to_thread(_handshake, port, ca, ssl.TLSVersion.TLSv1_1)
 
 
-async def test_mtls_principal_from_the_certificate(make_stack: StackFactory, pki: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+async def test_mtls_principal_from_the_certificate(
+    make_stack: StackFactory, pki: dict, tmp_path: Path
+) -> None:  # type: ignore[type-arg]
     server, client, rogue, ca = pki["server"], pki["client"], pki["rogue_client"], pki["ca"]
     stack = await make_stack(
         auth=True,
@@ -75,7 +85,9 @@ async def test_mtls_principal_from_the_certificate(make_stack: StackFactory, pki
         tls_client_ca=write(tmp_path, "ca.pem", ca.pem),
     )
     target = f"127.0.0.1:{stack.gateway.port}"
-    trusted = create_channel(target, root_certificates=ca.pem, certificate_chain=client.cert, private_key=client.key)
+    trusted = create_channel(
+        target, root_certificates=ca.pem, certificate_chain=client.cert, private_key=client.key
+    )
     async with AsyncClient(trusted) as caller:
         assert (await caller.chat("Hello")).choices[0].message.content
         conversation = await caller.conversation()
@@ -91,15 +103,24 @@ async def test_mtls_principal_from_the_certificate(make_stack: StackFactory, pki
         assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert rich_details(caught.value)["ErrorInfo"].reason == "MISSING_SCOPE"
     for certificate in (None, rogue):
-        options = {} if certificate is None else {"certificate_chain": certificate.cert, "private_key": certificate.key}
+        options = (
+            {}
+            if certificate is None
+            else {"certificate_chain": certificate.cert, "private_key": certificate.key}
+        )
         channel = create_channel(target, root_certificates=ca.pem, max_attempts=1, **options)
         async with AsyncClient(channel) as refused:
             with pytest.raises((Unavailable, Unauthenticated)):
                 await refused.chat("Hello", timeout=5)
-    assert [r.body["messages"][-1]["content"] for r in stack.fake.requests] == ["Hello", "[fake echo] hi"]
+    assert [r.body["messages"][-1]["content"] for r in stack.fake.requests] == [
+        "Hello",
+        "[fake echo] hi",
+    ]
 
 
-async def test_optional_client_certificates_still_need_a_credential(make_stack: StackFactory, pki: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+async def test_optional_client_certificates_still_need_a_credential(
+    make_stack: StackFactory, pki: dict, tmp_path: Path
+) -> None:  # type: ignore[type-arg]
     server, ca = pki["server"], pki["ca"]
     stack = await make_stack(
         auth=True,

@@ -90,7 +90,10 @@ def create_channel(
         ("grpc.max_send_message_length", max_message_bytes),
     ]
     if max_attempts > 1:
-        options += [("grpc.service_config", service_config(max_attempts)), ("grpc.enable_retries", 1)]
+        options += [
+            ("grpc.service_config", service_config(max_attempts)),
+            ("grpc.enable_retries", 1),
+        ]
     else:
         options.append(("grpc.enable_retries", 0))
     pairs: list[tuple[str, str]] = []

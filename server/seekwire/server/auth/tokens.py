@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import jwt.types
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-import jwt.types
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 _ASYMMETRIC = {"RS256": RSAPublicKey, "ES256": EllipticCurvePublicKey}
