@@ -78,6 +78,7 @@ async def make_stack(fake: FakeDeepSeek) -> AsyncIterator[StackFactory]:
         settings = Settings(**(fields | overrides))
         gateway = Gateway(settings)
         port = await gateway.start()
+        fake.requests.clear()  # the warm-up's GET /models; tests count what callers cause
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         stack = Stack(
             fake,

@@ -60,7 +60,6 @@ async def test_chat_no_stream_json_and_stdin(served: Served) -> None:
 @pytest.mark.parametrize(
     ("prompt", "extra", "code", "message"),
     [
-        ("[fake status=503]", (), 3, "UNAVAILABLE UPSTREAM_OVERLOADED"),
         ("[fake status=429]", (), 3, "RESOURCE_EXHAUSTED UPSTREAM_RATE_LIMITED"),
         ("hi", ("--model", ""), 4, "INVALID_ARGUMENT INVALID_REQUEST"),
         ("[fake status=402]", (), 4, "FAILED_PRECONDITION UPSTREAM_INSUFFICIENT_BALANCE"),

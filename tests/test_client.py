@@ -20,8 +20,14 @@ from seekwire.client import (
 from seekwire.server.fake import Behavior
 from seekwire.v1 import model_pb2, model_pb2_grpc
 
-from tests.conftest import Served, Stack
+from tests.conftest import Served, Stack, StackFactory
 from tests.test_chat import TOOLS
+
+
+@pytest.fixture
+async def stack(make_stack: StackFactory) -> Stack:
+    """The gateway makes one upstream attempt, so what is seen here is the client's own doing."""
+    return await make_stack(retry_max_attempts=1)
 
 
 @pytest.fixture

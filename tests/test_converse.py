@@ -152,7 +152,7 @@ async def test_cancel_of_a_queued_turn(stack: Stack) -> None:
 
 async def test_failed_turn_is_in_band_and_the_stream_survives(stack: Stack) -> None:
     call, _ = await open_conversation(stack)
-    await call.write(say("[fake status=503 retry_after=2] hi"))
+    await call.write(say("[fake status=503 retry_after=0.01] hi"))
     _, end = await turn(call)
     assert end.error.turn_id == "turn-1"
     assert end.error.status.code == grpc.StatusCode.UNAVAILABLE.value[0]

@@ -12,6 +12,13 @@ from seekwire.v1 import chat_pb2
 from tests.conftest import Stack, StackFactory, rich_details
 from tests.test_chat import chat_request
 
+
+@pytest.fixture
+async def stack(make_stack: StackFactory) -> Stack:
+    """One attempt per call: these tests map single upstream outcomes (retries: test_resilience)."""
+    return await make_stack(retry_max_attempts=1)
+
+
 ERROR_TABLE = [
     # HTTP status, gRPC code, ErrorInfo reason, RetryInfo expected
     (400, grpc.StatusCode.INVALID_ARGUMENT, "UPSTREAM_BAD_REQUEST", False),
@@ -71,7 +78,9 @@ async def test_retry_after_is_passed_on_as_retry_info(stack: Stack) -> None:
 
 
 async def test_rejected_upstream_key_is_internal_and_never_echoed(make_stack: StackFactory) -> None:
-    stack = await make_stack(deepseek_api_key="sk-wrong-key-9f3e")
+    stack = await make_stack(
+        retry_max_attempts=1, warmup=False, deepseek_api_key="sk-wrong-key-9f3e"
+    )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stack.chat.CreateChatCompletion(chat_request())
     error = caught.value
@@ -117,7 +126,9 @@ def _closed_port() -> int:
 
 
 async def test_connection_refused_is_unavailable(make_stack: StackFactory) -> None:
-    stack = await make_stack(deepseek_base_url=f"http://127.0.0.1:{_closed_port()}")
+    stack = await make_stack(
+        retry_max_attempts=1, deepseek_base_url=f"http://127.0.0.1:{_closed_port()}"
+    )
     for call in (
         stack.chat.CreateChatCompletion(chat_request()),
         stack.chat.StreamChatCompletion(chat_request()).read(),

@@ -13,6 +13,12 @@ from tests.conftest import Stack, StackFactory, rich_details
 from tests.test_chat import chat_request
 
 
+@pytest.fixture
+async def stack(make_stack: StackFactory) -> Stack:
+    """One attempt per call: these tests map single upstream outcomes (retries: test_resilience)."""
+    return await make_stack(retry_max_attempts=1)
+
+
 async def collect(
     stack: Stack, request: chat_pb2.ChatCompletionRequest
 ) -> tuple[list[chat_pb2.ChatCompletionChunk], grpc.aio.AioRpcError | None]:
@@ -79,7 +85,7 @@ async def test_cut_unary_body_is_unavailable(stack: Stack) -> None:
 
 
 async def test_stall_mid_stream_times_out_and_closes_upstream(make_stack: StackFactory) -> None:
-    stack = await make_stack(idle_timeout=0.3)
+    stack = await make_stack(retry_max_attempts=1, idle_timeout=0.3)
     stack.fake.push(Behavior(stall_after=3))
     chunks, error = await collect(stack, chat_request())
     assert len(chunks) == 3
@@ -92,7 +98,7 @@ async def test_stall_mid_stream_times_out_and_closes_upstream(make_stack: StackF
 
 
 async def test_keepalives_do_not_extend_a_stall_forever(make_stack: StackFactory) -> None:
-    stack = await make_stack(idle_timeout=0.4)
+    stack = await make_stack(retry_max_attempts=1, idle_timeout=0.4)
     stack.fake.push(Behavior(stall_after=2, stall_keepalive=0.05))
     chunks, error = await collect(stack, chat_request())
     assert len(chunks) == 2
@@ -101,7 +107,7 @@ async def test_keepalives_do_not_extend_a_stall_forever(make_stack: StackFactory
 
 
 async def test_queue_of_keepalives_is_bounded(make_stack: StackFactory) -> None:
-    stack = await make_stack(idle_timeout=5, queue_timeout=0.4)
+    stack = await make_stack(retry_max_attempts=1, first_byte_timeout=5, queue_timeout=0.4)
     stack.fake.push(Behavior(keepalives=1000, keepalive_interval=0.05))
     chunks, error = await collect(stack, chat_request())
     assert chunks == []
@@ -110,12 +116,17 @@ async def test_queue_of_keepalives_is_bounded(make_stack: StackFactory) -> None:
     assert rich_details(error)["ErrorInfo"].reason == "UPSTREAM_QUEUE_TIMEOUT"
 
 
-async def test_unary_stall_before_the_body(make_stack: StackFactory) -> None:
-    stack = await make_stack(idle_timeout=0.3)
-    stack.fake.push(Behavior(keepalives=2, stall_after=0))
+async def test_silence_before_the_first_byte(make_stack: StackFactory) -> None:
+    stack = await make_stack(retry_max_attempts=1, first_byte_timeout=0.3)
+    stack.fake.push(Behavior(keepalives=2, stall_after=0), Behavior(stall_after=0))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stack.chat.CreateChatCompletion(chat_request())
-    assert rich_details(caught.value)["ErrorInfo"].reason == "UPSTREAM_STALLED"
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert rich_details(caught.value)["ErrorInfo"].reason == "UPSTREAM_FIRST_BYTE_TIMEOUT"
+    chunks, error = await collect(stack, chat_request())
+    assert chunks == []
+    assert error is not None
+    assert rich_details(error)["ErrorInfo"].reason == "UPSTREAM_FIRST_BYTE_TIMEOUT"
 
 
 async def test_caller_cancel_closes_the_upstream_request(stack: Stack) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+import tomllib
 from pathlib import Path
 
 import grpc
@@ -25,7 +27,10 @@ from seekwire.server.services.chat import ChatService
 from seekwire.server.services.completion import CompletionService
 from seekwire.server.state.limits import Limiter, MemoryLimiter, RedisLimiter
 from seekwire.server.state.sessions import MemorySessionStore
-from seekwire.server.upstream.client import DeepSeekClient
+from seekwire.server.upstream.breaker import BreakerSettings
+from seekwire.server.upstream.budget import RetryBudget
+from seekwire.server.upstream.pool import EndpointConfig, Pool, PoolSettings, load_endpoints
+from seekwire.server.upstream.resilient import ResilientUpstream, RetryPolicy
 from seekwire.server.upstream.timing import Timeouts
 from seekwire.v1 import (
     account_pb2,
@@ -97,6 +102,46 @@ def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
+_COMPRESSION = {
+    "none": grpc.Compression.NoCompression,
+    "gzip": grpc.Compression.Gzip,
+    "deflate": grpc.Compression.Deflate,
+}
+
+
+def _endpoints(settings: Settings) -> list[EndpointConfig]:
+    """The upstream endpoints: the upstreams file, or DeepSeek with DEEPSEEK_API_KEY
+    (several keys may be given, comma-separated)."""
+    if settings.upstreams_file:
+        return load_endpoints(settings.upstreams_file)
+    keys = tuple(k.strip() for k in settings.deepseek_api_key.split(",") if k.strip())
+    return [EndpointConfig("deepseek", settings.deepseek_base_url, keys)]
+
+
+def _pool_settings(settings: Settings) -> PoolSettings:
+    return PoolSettings(
+        timeouts=Timeouts(
+            connect=settings.connect_timeout,
+            first_byte=settings.first_byte_timeout,
+            queue=settings.queue_timeout,
+            idle=settings.idle_timeout,
+            total=settings.total_timeout,
+        ),
+        breaker=BreakerSettings(
+            consecutive=settings.breaker_consecutive,
+            failure_ratio=settings.breaker_failure_ratio,
+            min_calls=settings.breaker_min_calls,
+            window=settings.breaker_window,
+            open_seconds=settings.breaker_open_seconds,
+        ),
+        pool_size=settings.upstream_pool_size,
+        balancer=settings.balancer,
+        key_eject_seconds=settings.key_eject_seconds,
+        health_interval=settings.health_interval,
+        gzip_requests=settings.upstream_gzip,
+    )
+
+
 class Gateway:
     """One gateway process: `await start()`, then `await drain()` to stop gracefully."""
 
@@ -105,31 +150,35 @@ class Gateway:
         self.port = 0
         self.fake: FakeDeepSeek | None = None
         self.health = health.aio.HealthServicer()
-        self._upstream: DeepSeekClient | None = None
+        self.pool: Pool | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._server: grpc.aio.Server | None = None
         self._limiter: Limiter | None = None
         self.keys: KeyFile | None = None
 
     async def start(self) -> int:
         settings = self.settings
-        base_url, api_key = settings.deepseek_base_url, settings.deepseek_api_key
+        await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         if settings.fake_upstream:
             self.fake = FakeDeepSeek()
-            base_url, api_key = await self.fake.start(), FAKE_UPSTREAM_KEY
-            log.info("serving on the embedded fake DeepSeek at %s", base_url)
-        timeouts = Timeouts(
-            connect=settings.connect_timeout,
-            idle=settings.idle_timeout,
-            queue=settings.queue_timeout,
-            total=settings.total_timeout,
+            url = await self.fake.start()
+            log.info("serving on the embedded fake DeepSeek at %s", url)
+            endpoints = [EndpointConfig("fake", url, (FAKE_UPSTREAM_KEY,))]
+        else:
+            endpoints = _endpoints(settings)
+        pool = self.pool = Pool(endpoints, _pool_settings(settings))
+        retry = RetryPolicy(
+            max_attempts=settings.retry_max_attempts,
+            base_delay=settings.retry_base_delay,
+            max_delay=settings.retry_max_delay,
+            max_retry_after=settings.retry_max_retry_after,
         )
-        upstream = self._upstream = DeepSeekClient(
-            base_url, api_key, timeouts=timeouts, pool_size=settings.upstream_pool_size
-        )
+        upstream = ResilientUpstream(pool, retry, RetryBudget(ratio=settings.retry_budget_ratio))
         server = self._server = grpc.aio.server(
             interceptors=self._interceptors(),
             options=_server_options(settings),
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
+            compression=_COMPRESSION[settings.grpc_compression],
         )
         sessions = MemorySessionStore(
             ttl=settings.session_ttl,
@@ -154,11 +203,30 @@ class Gateway:
         if self.port == 0:
             raise OSError(f"cannot listen on {settings.listen}")
         await server.start()
-        await upstream.start()
+        await pool.start(warm=settings.warmup)
+        if settings.upstreams_file:
+            self._watcher = asyncio.create_task(self._watch_upstreams(settings.upstreams_file))
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("seekwire listening on %s", settings.listen.rpartition(":")[0] + f":{self.port}")
         return self.port
+
+    async def _watch_upstreams(self, path: str, interval: float = 2.0) -> None:
+        """Re-reads the endpoint file when it changes: keys and endpoints rotate without a restart."""
+        seen = (await asyncio.to_thread(os.stat, path)).st_mtime_ns
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                mtime = (await asyncio.to_thread(os.stat, path)).st_mtime_ns
+                if mtime == seen:
+                    continue
+                seen = mtime
+                configs = load_endpoints(path)
+            except (OSError, ValueError, KeyError, tomllib.TOMLDecodeError) as exc:
+                log.error("upstreams_file %s not reloaded: %s", path, exc)
+                continue
+            if self.pool is not None:
+                await self.pool.reload(configs)
 
     def _interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         """Outermost first: auth, then limits, then error mapping around the handlers."""
@@ -208,8 +276,10 @@ class Gateway:
             await asyncio.sleep(wait)
         if self._server is not None:
             await self._server.stop(self.settings.shutdown_grace)
-        if self._upstream is not None:
-            await self._upstream.close()
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self.pool is not None:
+            await self.pool.close()
         if self._limiter is not None:
             await self._limiter.close()
         if self.fake is not None:

@@ -20,7 +20,7 @@ from seekwire.server.fake import FakeDeepSeek
 NO_KEY = """\
 seekwire: no DeepSeek API key.
   Set one:        DEEPSEEK_API_KEY=sk-... seekwire serve
-                  (or deepseek_api_key in a --config TOML file)
+                  (or deepseek_api_key in a --config TOML file, or --upstreams-file)
   Or run offline: seekwire serve --fake-upstream   (make run does this when no key is set)"""
 
 
@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except config.SettingsError as exc:
         print(f"seekwire: invalid settings: {exc}", file=sys.stderr)
         return 2
-    if not settings.deepseek_api_key and not settings.fake_upstream:
+    if not (settings.deepseek_api_key or settings.fake_upstream or settings.upstreams_file):
         print(NO_KEY, file=sys.stderr)
         return 2
     logging.basicConfig(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from seekwire.server.limits import parse_model_limits
+from seekwire.server.upstream.pool import load_endpoints
 
 DEFAULT_BASE_URL = "https://api.deepseek.com"
 
@@ -33,14 +34,48 @@ class Settings:
     )
     deepseek_base_url: str = _setting(DEFAULT_BASE_URL, "DeepSeek base URL", "DEEPSEEK_BASE_URL")
     fake_upstream: bool = _setting(False, "serve on the embedded fake DeepSeek (offline, no key)")
+    upstreams_file: str = _setting("", "TOML of [[upstream]] endpoints (re-read when it changes)")
+    balancer: str = _setting("p2c", "p2c (least in flight of two weighted picks) or weighted")
     connect_timeout: float = _setting(10.0, "seconds to open an upstream connection")
-    idle_timeout: float = _setting(
-        60.0, "seconds of upstream silence, or between data events, before a call counts as stalled"
+    first_byte_timeout: float = _setting(
+        60.0, "seconds of silence before the first data (keep-alives count)"
     )
     queue_timeout: float = _setting(
         600.0, "seconds DeepSeek may keep a request queued (keep-alives only)"
     )
+    idle_timeout: float = _setting(
+        60.0, "seconds between data events before a stream counts as stalled"
+    )
     total_timeout: float = _setting(1800.0, "seconds for a whole upstream call")
+    retry_max_attempts: int = _setting(3, "upstream attempts per call, first included")
+    retry_base_delay: float = _setting(
+        0.2, "first backoff ceiling, seconds (full jitter, doubling)"
+    )
+    retry_max_delay: float = _setting(5.0, "largest backoff, seconds")
+    retry_max_retry_after: float = _setting(
+        30.0, "longest Retry-After waited for; longer is reported"
+    )
+    retry_budget_ratio: float = _setting(
+        0.2, "retries may add at most this share of requests (10 s window)"
+    )
+    breaker_consecutive: int = _setting(5, "consecutive failures that open an endpoint's breaker")
+    breaker_failure_ratio: float = _setting(0.5, "failure share over the window that opens it")
+    breaker_min_calls: int = _setting(20, "calls in the window before the ratio counts")
+    breaker_window: float = _setting(30.0, "seconds of outcomes the ratio looks at")
+    breaker_open_seconds: float = _setting(
+        10.0, "seconds an open breaker sheds calls before a probe"
+    )
+    key_eject_seconds: float = _setting(
+        300.0, "seconds a key DeepSeek rejected (401/402) stays out"
+    )
+    health_interval: float = _setting(
+        30.0, "seconds between checks of idle or open endpoints (0: off)"
+    )
+    warmup: bool = _setting(True, "open a connection to each endpoint (GET /models) before SERVING")
+    upstream_gzip: bool = _setting(False, "gzip request bodies of 1 KiB or more to the upstream")
+    grpc_compression: str = _setting(
+        "none", "compression of responses to callers: none, gzip or deflate"
+    )
     upstream_pool_size: int = _setting(1024, "most open upstream connections")
     max_message_bytes: int = _setting(64 * 1024 * 1024, "largest gRPC message, either way")
     max_concurrent_rpcs: int = _setting(
@@ -173,7 +208,17 @@ def validate(settings: Settings) -> None:
         problems.append(
             f"deepseek_base_url: expected an http(s) URL, got {settings.deepseek_base_url!r}"
         )
-    for name in ("connect_timeout", "idle_timeout", "queue_timeout", "total_timeout"):
+    for name in (
+        "connect_timeout",
+        "first_byte_timeout",
+        "idle_timeout",
+        "queue_timeout",
+        "total_timeout",
+        "retry_base_delay",
+        "retry_max_delay",
+        "breaker_window",
+        "breaker_open_seconds",
+    ):
         if getattr(settings, name) <= 0:
             problems.append(f"{name}: must be positive")
     for name in ("drain_delay", "shutdown_grace", "max_connection_age", "max_connection_age_grace"):
@@ -182,6 +227,23 @@ def validate(settings: Settings) -> None:
     for name in ("session_ttl", "session_max_count", "session_max_messages"):
         if getattr(settings, name) <= 0:
             problems.append(f"{name}: must be positive")
+    if settings.retry_max_attempts < 1:
+        problems.append("retry_max_attempts: must be at least 1")
+    if not 0 <= settings.retry_budget_ratio <= 1:
+        problems.append("retry_budget_ratio: between 0 and 1")
+    if not 0 < settings.breaker_failure_ratio <= 1 or settings.breaker_consecutive < 1:
+        problems.append("breaker_failure_ratio in (0, 1] and breaker_consecutive >= 1")
+    if settings.balancer not in ("p2c", "weighted"):
+        problems.append(f"balancer: p2c or weighted, got {settings.balancer!r}")
+    if settings.grpc_compression not in ("none", "gzip", "deflate"):
+        problems.append(
+            f"grpc_compression: none, gzip or deflate, got {settings.grpc_compression!r}"
+        )
+    if settings.upstreams_file:
+        try:
+            load_endpoints(settings.upstreams_file)
+        except (OSError, ValueError, KeyError, tomllib.TOMLDecodeError) as exc:
+            problems.append(f"upstreams_file: {exc}")
     if settings.upstream_pool_size < 1:
         problems.append("upstream_pool_size: must be at least 1")
     if settings.max_message_bytes < 1024:

@@ -27,17 +27,23 @@ UPSTREAM_CODES: Final[Mapping[str, grpc.StatusCode]] = {
     "UPSTREAM_OVERLOADED": grpc.StatusCode.UNAVAILABLE,  # 503
     "UPSTREAM_GATEWAY_TIMEOUT": grpc.StatusCode.UNAVAILABLE,  # 504
     "UPSTREAM_CONNECT_FAILED": grpc.StatusCode.UNAVAILABLE,
+    "UPSTREAM_CONNECT_TIMEOUT": grpc.StatusCode.UNAVAILABLE,
+    "UPSTREAM_CIRCUIT_OPEN": grpc.StatusCode.UNAVAILABLE,  # every endpoint failing: shed at once
     "UPSTREAM_STREAM_CUT": grpc.StatusCode.UNAVAILABLE,
     "UPSTREAM_STREAM_ERROR": grpc.StatusCode.UNAVAILABLE,
     "UPSTREAM_EMPTY_RESPONSE": grpc.StatusCode.UNAVAILABLE,
     "UPSTREAM_BAD_RESPONSE": grpc.StatusCode.UNAVAILABLE,
     "UPSTREAM_STALLED": grpc.StatusCode.DEADLINE_EXCEEDED,
+    "UPSTREAM_FIRST_BYTE_TIMEOUT": grpc.StatusCode.DEADLINE_EXCEEDED,
     "UPSTREAM_QUEUE_TIMEOUT": grpc.StatusCode.DEADLINE_EXCEEDED,
     "UPSTREAM_TIMEOUT": grpc.StatusCode.DEADLINE_EXCEEDED,
     "DEADLINE_EXCEEDED": grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 # Where a caller may usefully come back later.
-_RETRYABLE: Final = frozenset({"UPSTREAM_RATE_LIMITED", "UPSTREAM_OVERLOADED"})
+_RETRYABLE: Final = frozenset(
+    {"UPSTREAM_RATE_LIMITED", "UPSTREAM_OVERLOADED", "UPSTREAM_CIRCUIT_OPEN"}
+)
+ATTEMPTS_HEADER: Final = "x-seekwire-attempts"  # upstream attempts a call took
 
 
 class GatewayError(Exception):
@@ -129,11 +135,20 @@ def from_upstream(error: UpstreamError) -> GatewayError:
         metadata["upstreamTraceId"] = error.trace_id
     if error.error_type:
         metadata["upstreamErrorType"] = error.error_type
+    trailers: tuple[tuple[str, str], ...] = ()
+    if error.attempts:
+        metadata["attempts"] = str(error.attempts)
+        trailers = ((ATTEMPTS_HEADER, str(error.attempts)),)
     retry_delay = None
     if error.reason in _RETRYABLE:
         retry_delay = error.retry_after if error.retry_after is not None else _DEFAULT_RETRY_DELAY
     return GatewayError(
-        code, error.reason, error.message, metadata=metadata, retry_delay=retry_delay
+        code,
+        error.reason,
+        error.message,
+        metadata=metadata,
+        retry_delay=retry_delay,
+        trailers=trailers,
     )
 
 

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpc
 from seekwire.server.convert import from_json
-from seekwire.server.deadline import caller_deadline
+from seekwire.server.services.calls import Context, caller_deadline
 from seekwire.server.upstream.client import Upstream
 from seekwire.v1 import account_pb2, account_pb2_grpc, model_pb2, model_pb2_grpc
-
-Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class ModelService(model_pb2_grpc.ModelServiceServicer):

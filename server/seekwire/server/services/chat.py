@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any
 
-import grpc
 from seekwire.server.caller import current_caller
 from seekwire.server.convert import from_json, request_body
-from seekwire.server.deadline import caller_deadline
+from seekwire.server.services.calls import Context, caller_deadline, report_attempts
 from seekwire.server.services.converse import Conversation
 from seekwire.server.state.sessions import SessionStore
-from seekwire.server.upstream.client import Upstream
+from seekwire.server.upstream.client import CallInfo, Upstream
 from seekwire.server.validation import check_chat
 from seekwire.v1 import chat_pb2, chat_pb2_grpc
-
-Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def chat_path(request: chat_pb2.ChatCompletionRequest) -> str:
@@ -46,12 +42,13 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.ChatCompletionRequest, context: Context
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         check_chat(request)
-        events = self._upstream.stream(
-            chat_path(request), request_body(request, stream=True), caller_deadline(context)
-        )
+        info = CallInfo()
+        body = request_body(request, stream=True)
+        events = self._upstream.stream(chat_path(request), body, caller_deadline(context), info)
         async with aclosing(events):
             async for event in events:
                 yield from_json(chat_pb2.ChatCompletionChunk, event)
+        report_attempts(context, info)
 
     async def Converse(
         self, request_iterator: AsyncIterator[chat_pb2.ConverseRequest], context: Context

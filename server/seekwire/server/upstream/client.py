@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import importlib.util
 import logging
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
@@ -24,46 +27,63 @@ JSON = dict[str, Any]
 _MAX_ERROR_BODY = 64 * 1024
 _WHITESPACE = b" \t\r\n"
 DEFAULT_TIMEOUTS = Timeouts()
+_GZIP_MIN = 1024  # smaller bodies are not worth compressing
+ACCEPT_ENCODING = "gzip, deflate, br" if importlib.util.find_spec("brotli") else "gzip, deflate"
+
+
+@dataclass(slots=True)
+class CallInfo:
+    """What the upstream layer tells the handler about one call (filled in as it goes)."""
+
+    attempts: int = 0
+    endpoint: str = ""
 
 
 class Upstream(Protocol):
-    """What handlers need from DeepSeek. Retries and pools wrap this same interface.
+    """What handlers need from DeepSeek; the resilient pool implements it.
 
     `deadline` is the caller's deadline on the event loop's clock, or None.
     """
 
     async def call(
-        self, method: str, path: str, body: bytes | None, deadline: float | None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        deadline: float | None,
+        info: CallInfo | None = None,
     ) -> JSON:
         """One request whose answer is a single JSON object."""
         ...
 
-    def stream(self, path: str, body: bytes, deadline: float | None) -> AsyncGenerator[JSON, None]:
+    def stream(
+        self, path: str, body: bytes, deadline: float | None, info: CallInfo | None = None
+    ) -> AsyncGenerator[JSON, None]:
         """One streamed request; yields each SSE event's JSON until `[DONE]`."""
         ...
 
 
 class DeepSeekClient:
-    """A pooled keep-alive HTTP client for one DeepSeek-compatible endpoint."""
+    """A pooled keep-alive HTTP client for one DeepSeek-compatible endpoint; the API key is
+    chosen per request, so one connection pool serves every key of the endpoint."""
 
     def __init__(
         self,
         base_url: str,
-        api_key: str,
         *,
         timeouts: Timeouts = DEFAULT_TIMEOUTS,
         pool_size: int = 1024,
         user_agent: str = "seekwire",
+        gzip_requests: bool = False,
     ) -> None:
         self._base = URL(base_url.rstrip("/").removesuffix("/v1"))
-        self._api_key = api_key
-        self._secrets = (api_key,)
         self._timeouts = timeouts
         self._pool_size = pool_size
+        self._gzip_requests = gzip_requests
         self._headers = {
-            "Authorization": f"Bearer {api_key}",
             "Content-Type": "application/json",
             "Accept": "application/json",
+            "Accept-Encoding": ACCEPT_ENCODING,
             "User-Agent": user_agent,
         }
         self._urls: dict[str, URL] = {}
@@ -97,16 +117,26 @@ class DeepSeekClient:
         return url
 
     async def _open(
-        self, method: str, path: str, body: bytes | None, clock: StallClock
+        self, method: str, path: str, body: bytes | None, clock: StallClock, api_key: str
     ) -> aiohttp.ClientResponse:
         """Sends the request and returns a 2xx response; any other status raises."""
         if self._session is None:
             raise RuntimeError("DeepSeekClient.start() was not awaited")
         loop = asyncio.get_running_loop()
+        headers = {"Authorization": f"Bearer {api_key}"}
+        if body is not None and self._gzip_requests and len(body) >= _GZIP_MIN:
+            body = gzip.compress(body, compresslevel=5)
+            headers["Content-Encoding"] = "gzip"
         try:
             headers_by = min(clock.read_by(loop.time()) + self._timeouts.connect, clock.deadline)
             async with asyncio.timeout_at(headers_by):
-                response = await self._session.request(method, self._url(path), data=body)
+                response = await self._session.request(
+                    method, self._url(path), data=body, headers=headers
+                )
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise UpstreamError(
+                "UPSTREAM_CONNECT_TIMEOUT", f"connecting to {self.host} timed out"
+            ) from exc
         except TimeoutError as exc:
             raise self._timeout_error(clock, loop.time(), None) from exc
         except aiohttp.ClientConnectorError as exc:
@@ -131,7 +161,7 @@ class DeepSeekClient:
             raw,
             trace_id=response.headers.get("x-ds-trace-id"),
             retry_after=response.headers.get("Retry-After"),
-            secrets=self._secrets,
+            secrets=(api_key,),
         )
 
     def _timeout_error(self, clock: StallClock, now: float, trace_id: str | None) -> UpstreamError:
@@ -140,6 +170,7 @@ class DeepSeekClient:
             "DEADLINE_EXCEEDED": "the caller's deadline expired while waiting for DeepSeek",
             "UPSTREAM_TIMEOUT": "DeepSeek did not finish within the total timeout",
             "UPSTREAM_QUEUE_TIMEOUT": "DeepSeek kept the request queued past the queue timeout",
+            "UPSTREAM_FIRST_BYTE_TIMEOUT": "DeepSeek sent nothing before the first-byte timeout",
             "UPSTREAM_STALLED": "DeepSeek stopped sending data (idle timeout)",
         }
         return UpstreamError(reason, messages[reason], trace_id=trace_id)
@@ -163,11 +194,11 @@ class DeepSeekClient:
             ) from exc
 
     async def call(
-        self, method: str, path: str, body: bytes | None, deadline: float | None
+        self, method: str, path: str, body: bytes | None, deadline: float | None, *, api_key: str
     ) -> JSON:
         loop = asyncio.get_running_loop()
         clock = StallClock(self._timeouts, loop.time(), deadline)
-        response = await self._open(method, path, body, clock)
+        response = await self._open(method, path, body, clock, api_key)
         trace_id = response.headers.get("x-ds-trace-id")
         buffer = bytearray()
         try:
@@ -199,11 +230,11 @@ class DeepSeekClient:
         return result
 
     async def stream(
-        self, path: str, body: bytes, deadline: float | None
+        self, path: str, body: bytes, deadline: float | None, *, api_key: str
     ) -> AsyncGenerator[JSON, None]:
         loop = asyncio.get_running_loop()
         clock = StallClock(self._timeouts, loop.time(), deadline)
-        response = await self._open("POST", path, body, clock)
+        response = await self._open("POST", path, body, clock, api_key)
         trace_id = response.headers.get("x-ds-trace-id")
         parser = SSEParser()
         finished = False

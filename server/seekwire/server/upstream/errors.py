@@ -52,6 +52,7 @@ class UpstreamError(Exception):
         self.trace_id = trace_id
         self.retry_after = retry_after
         self.error_type = error_type
+        self.attempts = 0  # upstream attempts made, set by the retry layer
 
 
 def reason_for_status(status: int) -> str:

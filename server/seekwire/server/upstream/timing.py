@@ -7,26 +7,36 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Upstream timeouts in seconds.
+    """Upstream timeouts in seconds, each reported with its own ErrorInfo reason.
 
-    connect: TCP and TLS set-up.
-    idle: the longest silence allowed; once data flows, the longest gap between
-        data events (keep-alive comments do not reset it).
-    queue: how long DeepSeek may hold a request queued, sending only keep-alives,
-        before its first data.
-    total: the whole call, including the queue.
+    connect: TCP and TLS set-up (UPSTREAM_CONNECT_TIMEOUT).
+    first_byte: silence before the first data event; DeepSeek's keep-alives while it
+        queues the request count as life (UPSTREAM_FIRST_BYTE_TIMEOUT).
+    queue: how long DeepSeek may keep a request queued, sending only keep-alives
+        (UPSTREAM_QUEUE_TIMEOUT).
+    idle: once data flows, the longest gap between data events; keep-alive comments
+        do not reset it (UPSTREAM_STALLED).
+    total: the whole call (UPSTREAM_TIMEOUT). The caller's deadline bounds them all.
     """
 
     connect: float = 10.0
-    idle: float = 60.0
+    first_byte: float = 60.0
     queue: float = 600.0
+    idle: float = 60.0
     total: float = 1800.0
 
 
 class StallClock:
     """Tracks one upstream call against its timeouts and the caller's deadline."""
 
-    __slots__ = ("_deadline", "_first_data_by", "_idle", "_last_data", "deadline_is_callers")
+    __slots__ = (
+        "_deadline",
+        "_first_byte",
+        "_first_data_by",
+        "_idle",
+        "_last_data",
+        "deadline_is_callers",
+    )
 
     def __init__(self, timeouts: Timeouts, now: float, caller_deadline: float | None) -> None:
         self._deadline = now + timeouts.total
@@ -35,6 +45,7 @@ class StallClock:
             self._deadline = caller_deadline
             self.deadline_is_callers = True
         self._first_data_by = min(now + timeouts.queue, self._deadline)
+        self._first_byte = timeouts.first_byte
         self._idle = timeouts.idle
         self._last_data: float | None = None
 
@@ -49,7 +60,7 @@ class StallClock:
     def read_by(self, now: float) -> float:
         """The time by which the next read must return."""
         if self._last_data is None:
-            return min(now + self._idle, self._first_data_by)
+            return min(now + self._first_byte, self._first_data_by)
         return min(self._last_data + self._idle, self._deadline)
 
     def data(self, now: float) -> None:
@@ -59,6 +70,10 @@ class StallClock:
         """Which limit a read that timed out at `now` ran into, as an ErrorInfo reason."""
         if now >= self._deadline:
             return "DEADLINE_EXCEEDED" if self.deadline_is_callers else "UPSTREAM_TIMEOUT"
-        if self._last_data is None and now >= self._first_data_by:
-            return "UPSTREAM_QUEUE_TIMEOUT"
+        if self._last_data is None:
+            return (
+                "UPSTREAM_QUEUE_TIMEOUT"
+                if now >= self._first_data_by
+                else "UPSTREAM_FIRST_BYTE_TIMEOUT"
+            )
         return "UPSTREAM_STALLED"
