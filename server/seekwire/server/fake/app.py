@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -42,6 +44,7 @@ class ReceivedRequest:
     headers: dict[str, str]
     body: Any
     peer: str = ""  # the client's address and port: one per upstream connection
+    received_at: float = field(default_factory=time.monotonic)
     status: int = 0
     disconnected: bool = False  # the client went away before the answer was complete
     completed: bool = False  # the whole answer was written
@@ -55,6 +58,7 @@ class ReceivedRequest:
             "headers": self.headers,
             "body": self.body,
             "peer": self.peer,
+            "received_at": self.received_at,
             "status": self.status,
             "disconnected": self.disconnected,
             "completed": self.completed,
@@ -201,10 +205,13 @@ class FakeDeepSeek:
     def _injected_failure(self, behavior: Behavior) -> Rejection | None:
         if behavior.legacy_422:
             return Rejection(422, "legacy")
-        if behavior.status is None:
+        status = behavior.status
+        if status is None and behavior.fail_ratio and random.random() < behavior.fail_ratio:
+            status = behavior.fail_status
+        if status is None:
             return None
-        message, error_type = _STATUS_MESSAGES.get(behavior.status, ("Error", "api_error"))
-        return Rejection(behavior.status, behavior.message or message, error_type)
+        message, error_type = _STATUS_MESSAGES.get(status, ("Error", "api_error"))
+        return Rejection(status, behavior.message or message, error_type)
 
     async def _handle(self, request: web.Request, answer: _Answer) -> web.StreamResponse:
         record, body = await self._receive(request)

@@ -24,6 +24,8 @@ class Behavior:
     legacy_422: bool = False  # 2024-era 422 with a plain-text body
     blank_body: bool = False  # 200 with only whitespace (a historic DeepSeek failure)
     delay: float = 0.0  # seconds before the response headers
+    fail_ratio: float = 0.0  # answer this share of requests, at random, with fail_status
+    fail_status: int = 503
     # Pace and size.
     keepalives: int = 0  # keep-alive lines (stream: ": keep-alive", else "\n") before data
     keepalive_interval: float = 0.005

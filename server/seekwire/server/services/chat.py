@@ -30,12 +30,12 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.ChatCompletionRequest, context: Context
     ) -> chat_pb2.ChatCompletion:
         check_chat(request)
+        info = CallInfo()
+        body = request_body(request, stream=False)
         data = await self._upstream.call(
-            "POST",
-            chat_path(request),
-            request_body(request, stream=False),
-            caller_deadline(context),
+            "POST", chat_path(request), body, caller_deadline(context), info
         )
+        report_attempts(context, info)
         return from_json(chat_pb2.ChatCompletion, data)
 
     async def StreamChatCompletion(
