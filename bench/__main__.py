@@ -20,6 +20,7 @@ from pathlib import Path
 import aiohttp
 import grpc
 import orjson
+
 from seekwire.v1 import chat_pb2, chat_pb2_grpc
 
 RESULTS = Path(__file__).parent / "results"

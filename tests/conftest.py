@@ -19,6 +19,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
 from seekwire.server.app import Gateway
 from seekwire.server.config import Settings
 from seekwire.server.fake import FakeDeepSeek

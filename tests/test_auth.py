@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from jwt.algorithms import ECAlgorithm
+
 from seekwire.server.auth.keys import KeyFile
 from seekwire.server.caller import Limits
 from seekwire.v1 import account_pb2, chat_pb2, model_pb2
-
 from tests.conftest import Stack, StackFactory, eventually, refused, rich_details
 from tests.test_chat import chat_request
 
@@ -354,3 +354,62 @@ async def test_auth_off_is_logged_loudly(
     stack = await make_stack(auth=False)
     assert "AUTH IS OFF" in caplog.text
     await stack.chat.CreateChatCompletion(chat_request())
+
+
+async def test_a_malformed_token_header_is_unauthenticated(secured: tuple[Stack, KeyFile]) -> None:
+    stack, _ = secured
+    import base64
+
+    header = base64.urlsafe_b64encode(b'{"alg":["RS256"],"typ":"JWT"}').rstrip(b"=").decode()
+    error = await refused(
+        stack.chat.CreateChatCompletion(chat_request(), metadata=bearer(f"{header}.e30.c2ln"))
+    )
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_jwt_principals_are_namespaced(secured: tuple[Stack, KeyFile]) -> None:
+    stack, keys = secured
+    key, _ = keys.create("svc-jwt")  # the same name as the token's subject
+    call = stack.chat.Converse(metadata=with_key(key))
+    await call.write(
+        chat_pb2.ConverseRequest(start=chat_pb2.ConverseStart(model="deepseek-v4-flash"))
+    )
+    session = (await call.read()).session_started.session_id
+    await call.done_writing()
+    intruder = stack.chat.Converse(metadata=bearer(token(HS_SECRET, "HS256", scope="chat")))
+    await intruder.write(
+        chat_pb2.ConverseRequest(
+            start=chat_pb2.ConverseStart(model="deepseek-v4-flash", session_id=session)
+        )
+    )
+    assert (await refused(intruder.read())).code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_non_ascii_principals_resume_their_sessions(secured: tuple[Stack, KeyFile]) -> None:
+    stack, keys = secured
+    key, _ = keys.create("équipe-données")
+    call = stack.chat.Converse(metadata=with_key(key))
+    await call.write(
+        chat_pb2.ConverseRequest(start=chat_pb2.ConverseStart(model="deepseek-v4-flash"))
+    )
+    session = (await call.read()).session_started.session_id
+    await call.done_writing()
+    again = stack.chat.Converse(metadata=with_key(key))
+    await again.write(
+        chat_pb2.ConverseRequest(
+            start=chat_pb2.ConverseStart(model="deepseek-v4-flash", session_id=session)
+        )
+    )
+    assert (await again.read()).session_started.session_id == session
+    await again.done_writing()
+
+
+def test_key_store_file_is_private_and_survives_corruption(tmp_path: Path) -> None:
+    keys = KeyFile(tmp_path / "keys.json", check_interval=0)
+    secret, _ = keys.create("svc")
+    assert (keys.path.stat().st_mode & 0o777) == 0o600
+    assert "salt" in keys.path.read_text()
+    assert secret.split("-")[-1] not in keys.path.read_text()
+    assert keys.verify(secret) is not None
+    keys.path.write_text('{"keys": [{"id": "x", "unexpected": true}]}')
+    assert keys.verify(secret) is not None  # the last good records stay in force

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 from google.protobuf import json_format
-from seekwire.v1 import account_pb2, chat_pb2, completion_pb2, model_pb2
 
+from seekwire.v1 import account_pb2, chat_pb2, completion_pb2, model_pb2
 from tests.conftest import UPSTREAM_KEY, Stack
 
 

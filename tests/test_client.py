@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+
 from seekwire.client import (
     AsyncClient,
     Client,
@@ -19,7 +20,6 @@ from seekwire.client import (
 )
 from seekwire.server.fake import Behavior
 from seekwire.v1 import model_pb2, model_pb2_grpc
-
 from tests.conftest import Served, Stack, StackFactory
 from tests.test_chat import TOOLS
 

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 import pytest
 from google.protobuf import json_format
+
 from seekwire.server.convert import from_json, request_body
 from seekwire.v1 import account_pb2, chat_pb2, completion_pb2, model_pb2
 

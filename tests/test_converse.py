@@ -9,9 +9,9 @@ import grpc
 import pytest
 from google.protobuf import json_format
 from google.rpc import error_details_pb2
-from seekwire.v1 import chat_pb2
 
-from tests.conftest import Stack, StackFactory
+from seekwire.v1 import chat_pb2
+from tests.conftest import Stack, StackFactory, eventually
 from tests.test_chat import TOOLS
 
 Call = Any  # grpc.aio.StreamStreamCall
@@ -284,3 +284,78 @@ async def test_slow_reader_does_not_buffer_the_whole_answer(stack: Stack) -> Non
     call.cancel()
     await asyncio.wait_for(record.ended.wait(), 5)
     assert record.disconnected
+
+
+async def test_a_cancelled_stream_that_was_not_read_leaves_nothing_running(stack: Stack) -> None:
+    baseline = len(asyncio.all_tasks())
+    call, _ = await open_conversation(stack)
+    await call.write(say("[fake tokens=20000 token_bytes=512] big"))
+    for _ in range(3):
+        await call.read()
+    await asyncio.sleep(0.3)  # the outbox fills while nobody reads
+    call.cancel()
+
+    async def settled() -> bool:
+        return len(asyncio.all_tasks()) <= baseline
+
+    await eventually(settled)
+
+
+async def test_resume_while_tool_results_are_pending(stack: Stack) -> None:
+    call, started = await open_conversation(stack, tools=TOOLS)
+    await call.write(say("Weather?"))
+    _, end = await turn(call)
+    (tool_call,) = end.turn_end.tool_calls
+    await call.done_writing()
+    again, _ = await open_conversation(stack, session_id=started.session_id, tools=TOOLS)
+    await again.write(say("forget it"))
+    _, refused_turn = await turn(again)
+    assert reason(refused_turn.error) == "TOOL_RESULTS_PENDING"
+    await again.write(
+        chat_pb2.ConverseRequest(
+            tool_result=chat_pb2.ConverseToolResult(tool_call_id=tool_call.id, content="9C")
+        )
+    )
+    _, end = await turn(again)
+    assert end.turn_end.turn_id == "turn-1"
+    assert end.turn_end.finish_reason == "stop"
+    roles = [m["role"] for m in stack.fake.requests[-1].body["messages"]]
+    assert roles == ["user", "assistant", "tool"]
+
+
+async def test_cancel_a_turn_waiting_for_tool_results(stack: Stack) -> None:
+    call, _ = await open_conversation(stack, tools=TOOLS)
+    await call.write(say("Weather?", turn_id="w"))
+    _, end = await turn(call)
+    assert end.turn_end.finish_reason == "tool_calls"
+    await call.write(chat_pb2.ConverseRequest(cancel=chat_pb2.ConverseCancel(turn_id="w")))
+    _, end = await turn(call)
+    assert (end.error.turn_id, reason(end.error)) == ("w", "TURN_CANCELLED")
+    await call.write(say("[fake tool_call=false] Something else"))
+    _, end = await turn(call)
+    assert end.turn_end.finish_reason == "stop"
+    assert stack.fake.requests[-1].body["messages"] == [
+        {"role": "user", "content": "[fake tool_call=false] Something else"}
+    ]
+
+
+async def test_turn_ids_are_unique_in_a_session_even_across_resumes(stack: Stack) -> None:
+    call, started = await open_conversation(stack)
+    await call.write(say("first"))
+    events, end = await turn(call)
+    assert end.turn_end.turn_id == "turn-1"
+    await call.write(say("again", turn_id="turn-1"))
+    _, end = await turn(call)
+    assert end.error.status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    await call.done_writing()
+    again, _ = await open_conversation(stack, session_id=started.session_id)
+    await again.write(say("[fake status=400] doomed"))
+    _, end = await turn(again)
+    assert end.error.turn_id == "turn-2"  # a new id: the failure cannot touch turn-1
+    await again.write(say("third"))
+    await turn(again)
+    assert stack.fake.requests[-1].body["messages"] == [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": text(events)},
+        {"role": "user", "content": "third"},
+    ]

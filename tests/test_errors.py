@@ -6,9 +6,9 @@ import socket
 
 import grpc
 import pytest
+
 from seekwire.server.fake import Behavior
 from seekwire.v1 import chat_pb2
-
 from tests.conftest import Stack, StackFactory, rich_details
 from tests.test_chat import chat_request
 
@@ -151,3 +151,22 @@ async def test_errors_on_models_and_balance(stack: Stack) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stack.account.GetBalance(account_pb2.GetBalanceRequest())
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_an_infinite_retry_after_is_ignored(stack: Stack) -> None:
+    stack.fake.push(Behavior(status=429, retry_after=float("inf")))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.chat.CreateChatCompletion(chat_request())
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert rich_details(caught.value)["RetryInfo"].retry_delay.seconds == 1
+
+
+async def test_errors_inside_a_stream_never_carry_the_upstream_key(stack: Stack) -> None:
+    from tests.conftest import UPSTREAM_KEY
+
+    stack.fake.push(Behavior(error_after=1, message=f"key {UPSTREAM_KEY} is throttled"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in stack.chat.StreamChatCompletion(chat_request()):
+            pass
+    assert UPSTREAM_KEY not in caught.value.details()
+    assert "[redacted]" in caught.value.details()

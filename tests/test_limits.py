@@ -11,10 +11,11 @@ from typing import Any
 
 import grpc
 import pytest
+
 from seekwire.server.auth.keys import KeyFile
 from seekwire.server.caller import Limits
+from seekwire.server.state.limits import RedisLimiter
 from seekwire.v1 import chat_pb2_grpc
-
 from tests.conftest import (
     SEEKWIRE,
     Stack,
@@ -259,3 +260,44 @@ async def test_three_replicas_share_one_limit(tmp_path: Path, redis_url: str) ->
     # 10 per minute in all, plus what the bucket refilled while the test ran.
     assert 10 <= admitted <= 10 + int(elapsed * 10 / 60) + 1
     assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+async def test_converse_turns_count_as_requests(limited: Any) -> None:
+    stack, keys = await limited()
+    key, _ = keys.create("svc", limits=Limits(rpm=2))
+    call = stack.chat.Converse(metadata=with_key(key))
+    await call.write(start())
+    await call.read()
+    for _ in range(2):
+        await call.write(say("hi"))
+        _, end = await turn(call)
+        assert end.WhichOneof("event") == "turn_end"
+    await call.write(say("one too many"))
+    _, end = await turn(call)
+    assert end.error.status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert len(stack.fake.requests) == 2
+    await call.done_writing()
+
+
+async def test_redis_leases_outlive_their_ttl_while_held(redis_url: str) -> None:
+    limiter = RedisLimiter(redis_url, fail_open=False, lease_seconds=1.0)
+    try:
+        assert (await limiter.acquire("principal:long", 1, "stream-a")).allowed
+        await asyncio.sleep(2.5)  # longer than the lease: only renewal keeps it
+        assert not (await limiter.acquire("principal:long", 1, "stream-b")).allowed
+        await limiter.release("principal:long", "stream-a")
+        assert (await limiter.acquire("principal:long", 1, "stream-b")).allowed
+    finally:
+        await limiter.close()
+
+
+async def test_a_dead_replicas_leases_expire(redis_url: str) -> None:
+    gone = RedisLimiter(redis_url, fail_open=False, lease_seconds=0.5)
+    assert (await gone.acquire("principal:crashy", 1, "lost")).allowed
+    await gone.close()  # the replica dies without releasing
+    alive = RedisLimiter(redis_url, fail_open=False, lease_seconds=0.5)
+    try:
+        await asyncio.sleep(0.8)
+        assert (await alive.acquire("principal:crashy", 1, "next")).allowed
+    finally:
+        await alive.close()

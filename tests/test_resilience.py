@@ -29,12 +29,16 @@ async def second_fake() -> AsyncIterator[FakeDeepSeek]:
     await server.stop()
 
 
-def upstreams(path: Path, *endpoints: tuple[str, str, list[str]], weights: list[float] | None = None) -> str:
+def upstreams(
+    path: Path, *endpoints: tuple[str, str, list[str]], weights: list[float] | None = None
+) -> str:
     lines = []
     for i, (name, url, keys) in enumerate(endpoints):
         quoted = ", ".join(f'"{k}"' for k in keys)
         weight = weights[i] if weights else 1
-        lines.append(f'[[upstream]]\nname = "{name}"\nbase_url = "{url}"\napi_keys = [{quoted}]\nweight = {weight}\n')
+        lines.append(
+            f'[[upstream]]\nname = "{name}"\nbase_url = "{url}"\napi_keys = [{quoted}]\nweight = {weight}\n'
+        )
     path.write_text("\n".join(lines))
     return str(path)
 
@@ -80,7 +84,9 @@ async def test_retry_after_beyond_the_cap_is_reported_not_waited(make_stack: Sta
     assert len(stack.fake.requests) == 1
 
 
-async def test_persistent_429_ends_resource_exhausted_after_the_attempts(make_stack: StackFactory) -> None:
+async def test_persistent_429_ends_resource_exhausted_after_the_attempts(
+    make_stack: StackFactory,
+) -> None:
     stack = await make_stack(**FAST)
     stack.fake.push(*(Behavior(status=429, retry_after=0.01) for _ in range(5)))
     error = await refused(stack.chat.CreateChatCompletion(chat_request()))
@@ -93,7 +99,9 @@ async def test_persistent_429_ends_resource_exhausted_after_the_attempts(make_st
 
 
 async def test_retry_budget_stops_a_retry_storm(make_stack: StackFactory) -> None:
-    stack = await make_stack(retry_budget_ratio=0.0, **FAST)  # only the floor of 10 retries per 10 s
+    stack = await make_stack(
+        retry_budget_ratio=0.0, **FAST
+    )  # only the floor of 10 retries per 10 s
     stack.fake.default = Behavior(status=503)
     results = await asyncio.gather(
         *(refused(stack.chat.CreateChatCompletion(chat_request())) for _ in range(20)),
@@ -140,7 +148,12 @@ async def _drain(stack: Stack) -> None:
 async def test_failover_when_an_endpoint_is_down(make_stack: StackFactory, tmp_path: Path) -> None:
     down = f"http://127.0.0.1:{free_port()}"
     stack = await make_stack(**FAST)
-    path = upstreams(tmp_path / "u.toml", ("down", down, [UPSTREAM_KEY]), ("up", stack.fake.base_url, [UPSTREAM_KEY]), weights=[10, 1])
+    path = upstreams(
+        tmp_path / "u.toml",
+        ("down", down, [UPSTREAM_KEY]),
+        ("up", stack.fake.base_url, [UPSTREAM_KEY]),
+        weights=[10, 1],
+    )
     stack = await make_stack(upstreams_file=path, **FAST)
     for _ in range(10):
         answer = await stack.chat.CreateChatCompletion(chat_request())
@@ -149,7 +162,9 @@ async def test_failover_when_an_endpoint_is_down(make_stack: StackFactory, tmp_p
     assert stack.gateway.pool.endpoints["down"].breaker.state.value == "open"
 
 
-async def test_failover_when_a_key_is_rejected(make_stack: StackFactory, second_fake: FakeDeepSeek, tmp_path: Path) -> None:
+async def test_failover_when_a_key_is_rejected(
+    make_stack: StackFactory, second_fake: FakeDeepSeek, tmp_path: Path
+) -> None:
     path = upstreams(
         tmp_path / "u.toml",
         ("a", second_fake.base_url, ["sk-revoked-at-deepseek"]),
@@ -165,7 +180,9 @@ async def test_failover_when_a_key_is_rejected(make_stack: StackFactory, second_
     assert stack.gateway.pool.stats["keys_ejected"] == 1
 
 
-async def test_two_keys_on_one_endpoint(make_stack: StackFactory, tmp_path: Path, fake: FakeDeepSeek) -> None:
+async def test_two_keys_on_one_endpoint(
+    make_stack: StackFactory, tmp_path: Path, fake: FakeDeepSeek
+) -> None:
     path = upstreams(tmp_path / "u.toml", ("one", fake.base_url, ["sk-bad-one", UPSTREAM_KEY]))
     stack = await make_stack(upstreams_file=path, warmup=False, **FAST)
     for _ in range(4):
@@ -174,7 +191,9 @@ async def test_two_keys_on_one_endpoint(make_stack: StackFactory, tmp_path: Path
     assert keys.count("Bearer sk-bad-one") == 1
 
 
-async def test_warmup_finds_a_rejected_key_before_serving(make_stack: StackFactory, tmp_path: Path, fake: FakeDeepSeek) -> None:
+async def test_warmup_finds_a_rejected_key_before_serving(
+    make_stack: StackFactory, tmp_path: Path, fake: FakeDeepSeek
+) -> None:
     path = upstreams(tmp_path / "u.toml", ("one", fake.base_url, ["sk-bad-one", UPSTREAM_KEY]))
     stack = await make_stack(upstreams_file=path, **FAST)
     assert stack.gateway.pool is not None
@@ -201,7 +220,9 @@ async def test_breaker_opens_sheds_then_recovers(make_stack: StackFactory) -> No
     assert len(stack.fake.requests) == 4
 
 
-async def test_endpoint_file_reloads_without_restart(make_stack: StackFactory, second_fake: FakeDeepSeek, tmp_path: Path, fake: FakeDeepSeek) -> None:
+async def test_endpoint_file_reloads_without_restart(
+    make_stack: StackFactory, second_fake: FakeDeepSeek, tmp_path: Path, fake: FakeDeepSeek
+) -> None:
     path = tmp_path / "u.toml"
     upstreams(path, ("first", fake.base_url, [UPSTREAM_KEY]))
     stack = await make_stack(upstreams_file=str(path), **FAST)
@@ -273,7 +294,11 @@ async def test_soak_200_concurrent_against_20_percent_failures(make_stack: Stack
     await asyncio.gather(*(caller(n) for n in range(200)))
     completed_upstream = [r for r in stack.fake.requests if r.status == 200 and r.completed]
     assert outcomes["OK"] > 0
-    assert set(outcomes) <= {"OK", "UNAVAILABLE/UPSTREAM_OVERLOADED", "UNAVAILABLE/UPSTREAM_CIRCUIT_OPEN"}, outcomes
+    assert set(outcomes) <= {
+        "OK",
+        "UNAVAILABLE/UPSTREAM_OVERLOADED",
+        "UNAVAILABLE/UPSTREAM_CIRCUIT_OPEN",
+    }, outcomes
     # Exactly one upstream answer per success: no call was answered twice or lost.
-    assert len(answers) == len(set(answers)) == outcomes["OK"] == len(completed_upstream)
-    print(f"\nsoak {SOAK_SECONDS:g}s: {dict(outcomes)}; upstream requests {len(stack.fake.requests)}")
+    summary = f"{dict(outcomes)}; {len(stack.fake.requests)} upstream requests"
+    assert len(answers) == len(set(answers)) == outcomes["OK"] == len(completed_upstream), summary

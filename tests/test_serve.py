@@ -9,9 +9,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from seekwire.client import create_channel
 from seekwire.v1 import chat_pb2_grpc
-
 from tests.conftest import SEEKWIRE, Served, clean_env
 from tests.test_chat import chat_request
 

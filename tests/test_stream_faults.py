@@ -6,9 +6,9 @@ import asyncio
 
 import grpc
 import pytest
+
 from seekwire.server.fake import Behavior
 from seekwire.v1 import chat_pb2
-
 from tests.conftest import Stack, StackFactory, rich_details
 from tests.test_chat import chat_request
 

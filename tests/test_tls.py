@@ -10,9 +10,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from seekwire.client import AsyncClient, Unauthenticated, Unavailable, create_channel
 from seekwire.v1 import account_pb2
-
 from tests.certs import Authority, write
 from tests.conftest import StackFactory, rich_details
 
@@ -116,23 +116,3 @@ async def test_mtls_principal_from_the_certificate(
         "Hello",
         "[fake echo] hi",
     ]
-
-
-async def test_optional_client_certificates_still_need_a_credential(
-    make_stack: StackFactory, pki: dict, tmp_path: Path
-) -> None:  # type: ignore[type-arg]
-    server, ca = pki["server"], pki["ca"]
-    stack = await make_stack(
-        auth=True,
-        keys_file=str(tmp_path / "keys.json"),
-        tls_cert=write(tmp_path, "s.pem", server.cert),
-        tls_key=write(tmp_path, "s.key", server.key),
-        tls_client_ca=write(tmp_path, "ca.pem", ca.pem),
-        tls_client_auth="optional",
-    )
-    channel = create_channel(f"127.0.0.1:{stack.gateway.port}", root_certificates=ca.pem)
-    async with AsyncClient(channel) as anonymous:
-        with pytest.raises(Unauthenticated) as caught:
-            await anonymous.chat("Hello")
-    assert caught.value.reason == "MISSING_CREDENTIALS"
-    assert stack.fake.requests == []

@@ -6,8 +6,8 @@ from typing import Any
 
 import grpc
 import pytest
-from seekwire.v1 import completion_pb2
 
+from seekwire.v1 import completion_pb2
 from tests.conftest import Stack, rich_details
 from tests.test_chat import chat_request
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
+
 from seekwire.client.channel import create_channel
 from seekwire.client.conversation import Conversation
 from seekwire.client.errors import from_rpc_error

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import grpc
 import orjson
 from google.protobuf import json_format
+
 from seekwire.client.aio import DEFAULT_MODEL, AsyncClient
 from seekwire.client.conversation import Conversation
 from seekwire.client.errors import SeekwireError, from_status

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+
 from seekwire.client.errors import SeekwireError, from_rpc_error, from_status
 from seekwire.v1 import chat_pb2, common_pb2
 

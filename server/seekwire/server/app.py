@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from seekwire.server.auth.authenticator import Authenticator
 from seekwire.server.auth.keys import KeyFile
 from seekwire.server.auth.tokens import TokenSettings, TokenVerifier, load_public_keys
@@ -95,10 +96,9 @@ def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
         return None
     pair = (Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())
     client_ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
+    # gRPC Python can require client certificates or not ask for them; there is no "ask".
     return grpc.ssl_server_credentials(
-        [pair],
-        root_certificates=client_ca,
-        require_client_auth=client_ca is not None and settings.tls_client_auth == "require",
+        [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
 
 
@@ -242,6 +242,13 @@ class Gateway:
             interceptors.append(
                 AuthInterceptor(authenticator, reflection_public=settings.reflection_public)
             )
+            if (settings.jwt_public_keys or settings.jwt_jwks_file) and not (
+                settings.jwt_audience and settings.jwt_issuer
+            ):
+                log.warning(
+                    "bearer tokens are checked without jwt_audience or jwt_issuer: tokens your "
+                    "identity provider issued for other services will be accepted"
+                )
             if not any(r.active(time.time()) for r in self.keys.records().values()):
                 log.warning(
                     "auth is on and %s holds no API key yet: mint one with "

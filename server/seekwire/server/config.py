@@ -106,7 +106,6 @@ class Settings:
     tls_cert: str = _setting("", "PEM certificate chain of the listener (enables TLS)")
     tls_key: str = _setting("", "PEM private key of the listener")
     tls_client_ca: str = _setting("", "PEM CA bundle for client certificates (enables mTLS)")
-    tls_client_auth: str = _setting("require", "with tls_client_ca: require or optional")
     mtls_scopes: str = _setting("chat", "scopes of callers identified by client certificate")
     default_rpm: int = _setting(
         0, "requests per minute for callers whose key sets none (0: no limit)"
@@ -119,7 +118,11 @@ class Settings:
     )
     model_limits: str = _setting("", "global per-model limits: model=rpm:N,tpm:N,streams:N;...")
     limits_backend: str = _setting("memory", "memory (per process) or redis (shared by replicas)")
-    redis_url: str = _setting("redis://127.0.0.1:6379/0", "Redis for limits_backend=redis")
+    redis_url: str = _setting(
+        "redis://127.0.0.1:6379/0",
+        "Redis for limits_backend=redis (may hold a password)",
+        secret=True,
+    )
     limits_fail_open: bool = _setting(
         True, "admit calls while Redis is unreachable (false: refuse)"
     )
@@ -258,8 +261,6 @@ def validate(settings: Settings) -> None:
         problems.append("tls_cert and tls_key: set both or neither")
     if settings.tls_client_ca and not settings.tls_cert:
         problems.append("tls_client_ca: mTLS needs tls_cert and tls_key too")
-    if settings.tls_client_auth not in ("require", "optional"):
-        problems.append(f"tls_client_auth: require or optional, got {settings.tls_client_auth!r}")
     for name in ("tls_cert", "tls_key", "tls_client_ca", "jwt_public_keys", "jwt_jwks_file"):
         path = getattr(settings, name)
         if path and not Path(path).is_file():

@@ -9,6 +9,7 @@ import orjson
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
+
 from seekwire.server.upstream.errors import UpstreamError
 
 log = logging.getLogger(__name__)

@@ -9,6 +9,7 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
 from seekwire.server.upstream.errors import UpstreamError
 
 DOMAIN: Final = "seekwire"

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import orjson
+
 from seekwire.server.auth.keys import KeyFile
 from seekwire.server.caller import Limits
 from seekwire.server.config import Settings

@@ -4,6 +4,7 @@ per upstream model. Over a limit is RESOURCE_EXHAUSTED with RetryInfo, QuotaFail
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 from collections.abc import Mapping
@@ -12,10 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+
 from seekwire.server.caller import Caller, Limits
 from seekwire.server.errors import GatewayError
 from seekwire.server.state.limits import Decision, Limiter, LimiterUnavailable
 
+log = logging.getLogger(__name__)
 _CHARS_PER_TOKEN = 1 / 0.3  # DeepSeek's rule of thumb for English (reference §7)
 _NAMES = {"rpm": "requests per minute", "tpm": "tokens per minute", "streams": "concurrent RPCs"}
 
@@ -103,14 +106,18 @@ class Admission:
     tokens: list[_Taken] = field(default_factory=list)
 
     async def settle(self, actual_tokens: int) -> None:
-        for taken in self.tokens:
-            await self.limiter.adjust(taken.key, taken.limit, actual_tokens - taken.amount)
-        self.tokens.clear()
+        """Corrects the estimates with real usage; best effort (the answer is already paid for)."""
+        tokens, self.tokens = self.tokens, []
+        for taken in tokens:
+            try:
+                await self.limiter.adjust(taken.key, taken.limit, actual_tokens - taken.amount)
+            except LimiterUnavailable:
+                log.warning("usage correction lost: rate-limit backend unreachable")
 
     async def release(self) -> None:
-        for key, lease in self.leases:
+        leases, self.leases = self.leases, []
+        for key, lease in leases:
             await self.limiter.release(key, lease)
-        self.leases.clear()
 
 
 class RateLimits:
@@ -133,19 +140,32 @@ class RateLimits:
             subjects.append((f"model:{model}", self._models[model]))
         return subjects
 
-    async def admit(self, caller: Caller, model: str | None, estimate: int | None) -> Admission:
-        """Takes a request (and, with an estimate, its prompt tokens) or raises the rejection."""
+    async def admit(
+        self,
+        caller: Caller,
+        model: str | None,
+        estimate: int | None,
+        *,
+        slots: bool = True,
+        request: bool = True,
+    ) -> Admission:
+        """Takes a concurrency slot, a request and (with an estimate) its prompt tokens, or
+        raises the rejection having given back what it took."""
         admission = Admission(self._limiter)
         taken: list[_Taken] = []
         try:
             for subject, limits in self._subjects(caller, model):
-                if limits.streams:
+                if limits.streams and slots:
                     lease = secrets.token_hex(8)
                     decision = await self._limiter.acquire(subject, limits.streams, lease)
                     if not decision.allowed:
                         raise _rejection("streams", subject, limits.streams, decision)
                     admission.leases.append((subject, lease))
-                for kind, limit, amount in (("rpm", limits.rpm, 1), ("tpm", limits.tpm, estimate)):
+                requests = 1 if request else None
+                for kind, limit, amount in (
+                    ("rpm", limits.rpm, requests),
+                    ("tpm", limits.tpm, estimate),
+                ):
                     if not limit or amount is None:
                         continue
                     key = f"{kind}:{subject}"
@@ -163,31 +183,17 @@ class RateLimits:
         return admission
 
     async def _undo(self, admission: Admission, taken: list[_Taken]) -> None:
+        """Gives back what a refused call took; best effort when the backend is down."""
         for item in taken:
-            await self._limiter.adjust(item.key, item.limit, -item.amount)
+            try:
+                await self._limiter.adjust(item.key, item.limit, -item.amount)
+            except LimiterUnavailable:
+                break
         await admission.release()
 
-    async def reserve_tokens(self, caller: Caller, model: str, estimate: int) -> Admission:
-        """Tokens only, for one Converse turn."""
-        admission = Admission(self._limiter)
-        taken: list[_Taken] = []
-        try:
-            for subject, limits in self._subjects(caller, model):
-                if not limits.tpm:
-                    continue
-                key = f"tpm:{subject}"
-                decision = await self._limiter.take(key, limits.tpm, estimate)
-                if not decision.allowed:
-                    raise _rejection("tpm", subject, limits.tpm, decision)
-                taken.append(_Taken(key, limits.tpm, estimate))
-        except LimiterUnavailable:
-            await self._undo(admission, taken)
-            raise _limiter_down() from None
-        except GatewayError:
-            await self._undo(admission, taken)
-            raise
-        admission.tokens = taken
-        return admission
+    async def admit_turn(self, caller: Caller, model: str, estimate: int) -> Admission:
+        """A request and its prompt tokens, for one Converse turn (the stream holds the slot)."""
+        return await self.admit(caller, model, estimate, slots=False)
 
 
 _current: ContextVar[RateLimits | None] = ContextVar("seekwire_limits", default=None)

@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 
 from google.protobuf import struct_pb2
+
 from seekwire.server.errors import invalid_argument
 from seekwire.v1 import chat_pb2, completion_pb2
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import grpc
+
 from seekwire.server.auth.keys import PREFIX, KeyFile
 from seekwire.server.auth.tokens import TokenError, TokenVerifier
 from seekwire.server.caller import Caller
@@ -77,7 +78,8 @@ class Authenticator:
             claims = self._tokens.verify(token)
         except TokenError as exc:
             raise _unauthenticated("INVALID_TOKEN", str(exc)) from None
-        return Caller(claims.principal, "jwt", claims.scopes)
+        # Namespaced so an identity provider's subject never collides with a key's principal.
+        return Caller(f"jwt:{claims.principal}", "jwt", claims.scopes)
 
     def _by_certificate(self, auth_context: Mapping[str, Any]) -> Caller | None:
         if self._mtls_scopes is None:

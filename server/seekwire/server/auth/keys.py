@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import tempfile
@@ -21,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from seekwire.server.caller import Limits
 
+log = logging.getLogger(__name__)
 PREFIX = "sk-sw-"
 DEFAULT_SCOPES = ("chat",)
 NO_LIMITS = Limits()
@@ -90,6 +93,18 @@ class KeyFile:
             return {}
         return {item["id"]: KeyRecord(**item) for item in orjson.loads(raw)["keys"]}
 
+    def _reload(self) -> dict[str, KeyRecord]:
+        """The file's records, or the last good ones when it cannot be read as a key store."""
+        try:
+            return self._load()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error(
+                "key store %s unreadable (%s); keeping the keys it had",
+                self.path,
+                type(exc).__name__,
+            )
+            return self._records
+
     def records(self, *, missed: bool = False) -> dict[str, KeyRecord]:
         """The current records, re-read when the file changed: checked at most every
         `check_interval` seconds, or every `miss_interval` after an unknown key id, so a new
@@ -103,7 +118,7 @@ class KeyFile:
             except FileNotFoundError:
                 mtime = None
             if mtime != self._mtime:
-                self._records = self._load()
+                self._records = self._reload()
                 self._mtime = mtime
         return self._records
 
@@ -136,6 +151,8 @@ class KeyFile:
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".keys-")
             with os.fdopen(fd, "wb") as out:
                 out.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
+                out.flush()
+                os.fsync(out.fileno())
             os.chmod(tmp, 0o600)
             os.replace(tmp, self.path)
         self._checked = 0.0

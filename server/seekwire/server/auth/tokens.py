@@ -72,6 +72,8 @@ class TokenVerifier:
         except jwt.PyJWTError:
             raise TokenError("malformed token") from None
         alg = header.get("alg")
+        if not isinstance(alg, str):
+            raise TokenError("malformed token header")
         if alg == "HS256" and s.hs256_secret:
             candidates: list[Any] = [s.hs256_secret]
         elif alg in _ASYMMETRIC and (

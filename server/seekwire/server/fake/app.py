@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
 from seekwire.server.fake.behavior import Behavior, behavior_from_json, directive_overrides
 from seekwire.server.fake.content import (
     ChatPlan,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
 from seekwire.server.fake.behavior import Behavior, strip_directives
 
 ROLES = ("system", "user", "assistant", "tool")

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+
 from seekwire.server.errors import GatewayError, as_gateway_error, internal
 from seekwire.server.interceptors.wrapping import (
     Context,

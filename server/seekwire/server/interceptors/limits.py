@@ -35,12 +35,16 @@ class LimitsInterceptor(WrappingInterceptor):
         return method.startswith((HEALTH_PREFIX, REFLECTION_PREFIX))
 
     async def _admit(self, request: Any) -> Admission:
-        """`request` is None for request-streaming RPCs (Converse meters each turn itself)."""
+        """`request` is None for request-streaming RPCs: the stream takes a concurrency slot,
+        and Converse meters each turn's request and tokens itself."""
         set_current_limits(self._limits)
-        model = getattr(request, "model", None) if request is not None else None
+        caller = current_caller()
+        if request is None:
+            return await self._limits.admit(caller, None, None, request=False)
+        model = getattr(request, "model", None)
         # Requests that name a model are chat or FIM: their prompt is estimated and metered.
         estimate = estimate_request(request) if model is not None else None
-        return await self._limits.admit(current_caller(), model, estimate)
+        return await self._limits.admit(caller, model, estimate)
 
     def wrap_unary(self, behavior: Unary, method: str, request_streaming: bool) -> Unary:
         async def handle(request: Any, context: Context) -> Any:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias, cast
 
 import grpc
+
 from seekwire.server.errors import GatewayError
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"

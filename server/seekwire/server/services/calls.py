@@ -6,6 +6,7 @@ import asyncio
 from typing import Any, TypeAlias
 
 import grpc
+
 from seekwire.server.errors import ATTEMPTS_HEADER
 from seekwire.server.upstream.client import CallInfo
 

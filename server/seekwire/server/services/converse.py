@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 import grpc
 import orjson
 from google.protobuf import json_format
+
 from seekwire.server.caller import Caller
 from seekwire.server.convert import from_json
 from seekwire.server.errors import GatewayError, as_gateway_error, internal, invalid_argument
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 OUTBOX_SIZE = 32  # events buffered toward a slow reader before the upstream read pauses
 INBOX_SIZE = 64  # caller messages queued behind a running turn before reading pauses
+MAX_CANCEL_MARKS = 256  # cancels for turns not seen yet, oldest forgotten first
 _START_ONLY = frozenset({"model", "messages", "session_id"})
 _DELTA_FIELDS = ("content", "reasoning_content", "tool_calls", "logprobs")
 
@@ -68,13 +71,14 @@ class _Answer:
             call["function"]["name"] = function.get("name") or call["function"]["name"]
             call["function"]["arguments"] += function.get("arguments") or ""
 
-    def message(self) -> JSON:
+    def message(self, thinking: bool) -> JSON:
         message: JSON = {"role": "assistant", "content": "".join(self.content)}
         if self.tool_calls:
             message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
-            # DeepSeek's thinking mode requires the reasoning back after tool calls (reference §3.2).
-            if self.reasoning:
-                message["reasoning_content"] = "".join(self.reasoning)
+            # In thinking mode DeepSeek requires the reasoning back after tool calls (reference
+            # §3.2), even when there was none to speak of: " " is the smallest it accepts.
+            if self.reasoning or thinking:
+                message["reasoning_content"] = "".join(self.reasoning) or " "
         return message
 
 
@@ -89,16 +93,17 @@ class Conversation:
         self._upstream = upstream
         self._sessions = sessions
         self._caller = caller
-        self._principal = caller.principal
         self._deadline = deadline
         self._outbox: asyncio.Queue[chat_pb2.ConverseResponse | None] = asyncio.Queue(OUTBOX_SIZE)
+        self._ended = False  # the driver stopped; the outbox gets no more events
         self._session = Session("", caller.principal)
         self._options: JSON = {}
-        self._turns = 0
-        self._running: tuple[str, asyncio.Task[_Answer]] | None = None
-        self._cancelled: set[str] = set()
-        self._awaiting: set[str] = set()  # tool call ids the running turn waits for
-        self._tool_turn = ""
+        self._thinking = True
+        self._used: set[str] = set()  # turn ids of this session: each names one turn only
+        self._current = ""  # the turn the driver is on
+        self._task: asyncio.Task[_Answer] | None = None  # its upstream call
+        self._cancel_current = False
+        self._cancelled: OrderedDict[str, None] = OrderedDict()  # queued turns to skip
 
     async def events(
         self, requests: AsyncIterator[chat_pb2.ConverseRequest]
@@ -118,7 +123,10 @@ class Conversation:
         )
         driver = asyncio.create_task(self._drive(requests))
         try:
-            while (event := await self._outbox.get()) is not None:
+            while not (self._ended and self._outbox.empty()):
+                event = await self._outbox.get()
+                if event is None:
+                    break
                 yield event
             await driver  # a stream-level error ends the RPC with its status
         finally:
@@ -128,7 +136,7 @@ class Conversation:
         check_converse_start(start)
         resumed = 0
         if start.HasField("session_id"):
-            session = await self._sessions.load(self._principal, start.session_id)
+            session = await self._sessions.load(self._caller.principal, start.session_id)
             if session is None:
                 raise _stream_error(
                     "SESSION_NOT_FOUND",
@@ -136,12 +144,14 @@ class Conversation:
                     grpc.StatusCode.NOT_FOUND,
                 )
             self._session = session
+            self._used = {e.turn_id for e in session.entries if e.turn_id}
             resumed = len(session.upstream_messages())
         else:
-            self._session = Session(new_session_id(), self._principal)
+            self._session = Session(new_session_id(), self._caller.principal)
         options = json_format.MessageToDict(start, preserving_proto_field_name=True)
         self._options = {k: v for k, v in options.items() if k not in _START_ONLY}
         self._options["model"] = start.model
+        self._thinking = (self._options.get("thinking") or {}).get("type") != "disabled"
         for message in options.get("messages", ()):
             self._session.entries.append(Entry(message))
         await self._sessions.save(self._session)
@@ -158,100 +168,153 @@ class Conversation:
             while (item := await inbox.get()) is not None:
                 if isinstance(item, GatewayError):
                     raise item
-                if item.WhichOneof("event") == "user_message":
+                kind = item.WhichOneof("event")
+                if kind == "user_message":
                     await self._user_message(item.user_message)
-                else:
+                elif kind == "tool_result":
                     await self._tool_result(item.tool_result)
+                else:
+                    await self._cancel_waiting(item.cancel.turn_id)
         finally:
             await _stop(reader)
-            await self._outbox.put(None)
+            self._ended = True
+            # A caller that stopped reading leaves the outbox full: then the events loop
+            # sees `_ended` once it has drained, or has gone away already.
+            with contextlib.suppress(asyncio.QueueFull):
+                self._outbox.put_nowait(None)
 
     async def _read(
         self,
         requests: AsyncIterator[chat_pb2.ConverseRequest],
         inbox: asyncio.Queue[chat_pb2.ConverseRequest | GatewayError | None],
     ) -> None:
-        async for request in requests:
-            kind = request.WhichOneof("event")
-            if kind == "cancel":
-                self._cancel(request.cancel.turn_id if request.cancel.HasField("turn_id") else "")
-            elif kind in ("user_message", "tool_result"):
-                await inbox.put(request)
-            else:
-                message = (
-                    "`start` may only be the first message" if kind else "empty ConverseRequest"
-                )
-                await inbox.put(
-                    _stream_error(
-                        "CONVERSE_BAD_SEQUENCE", message, grpc.StatusCode.INVALID_ARGUMENT
+        try:
+            async for request in requests:
+                kind = request.WhichOneof("event")
+                if kind == "cancel":
+                    # A cancel acts at once on the running turn; anything else waits its turn.
+                    if not self._cancel_running(request.cancel.turn_id):
+                        await inbox.put(request)
+                elif kind in ("user_message", "tool_result"):
+                    await inbox.put(request)
+                else:
+                    message = (
+                        "`start` may only be the first message" if kind else "empty ConverseRequest"
                     )
+                    await inbox.put(
+                        _stream_error(
+                            "CONVERSE_BAD_SEQUENCE", message, grpc.StatusCode.INVALID_ARGUMENT
+                        )
+                    )
+                    return
+        except Exception as exc:  # the caller's side of the stream broke
+            log.warning("Converse stopped reading the caller: %s", type(exc).__name__)
+            await inbox.put(
+                _stream_error(
+                    "CONVERSE_READ_FAILED",
+                    "reading the caller's messages failed",
+                    grpc.StatusCode.INTERNAL,
                 )
-                return
+            )
+            return
         await inbox.put(None)
 
-    def _cancel(self, turn_id: str) -> None:
-        """Stops the running turn, or marks a queued one; unknown or finished turns are a no-op."""
-        if self._running is not None and turn_id in ("", self._running[0]):
-            self._running[1].cancel()
-        elif turn_id:
-            self._cancelled.add(turn_id)
+    def _cancel_running(self, turn_id: str) -> bool:
+        """Stops the turn the driver is on when `turn_id` names it (or is empty)."""
+        if not self._current or turn_id not in ("", self._current):
+            if turn_id:
+                self._cancelled[turn_id] = None  # maybe a queued turn
+                while len(self._cancelled) > MAX_CANCEL_MARKS:
+                    self._cancelled.popitem(last=False)
+            return False
+        if self._task is not None:
+            self._task.cancel()
+        else:
+            self._cancel_current = True  # not upstream yet: the driver checks before it calls
+        return True
 
     # -- turns ----------------------------------------------------------------------
 
+    def _new_turn_id(self) -> str:
+        n = len(self._used) + 1
+        while f"turn-{n}" in self._used:
+            n += 1
+        return f"turn-{n}"
+
     async def _user_message(self, message: chat_pb2.ConverseUserMessage) -> None:
-        self._turns += 1
-        turn_id = message.turn_id if message.HasField("turn_id") else f"turn-{self._turns}"
+        turn_id = message.turn_id if message.HasField("turn_id") else self._new_turn_id()
         if turn_id in self._cancelled:
-            self._cancelled.discard(turn_id)
+            del self._cancelled[turn_id]
             await self._error(turn_id, _cancelled(turn_id))
+            return
+        if turn_id in self._used:
+            violation = (
+                "user_message.turn_id",
+                f"{turn_id!r} already names a turn of this session",
+            )
+            await self._error(turn_id, invalid_argument([violation]))
             return
         if not message.content:
             await self._error(turn_id, invalid_argument([("user_message.content", "is required")]))
             return
-        if self._awaiting:
-            await self._error(
-                turn_id,
-                GatewayError(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    "TOOL_RESULTS_PENDING",
-                    f"turn {self._tool_turn} waits for tool results: {', '.join(sorted(self._awaiting))}",
-                ),
+        pending = self._session.pending_tools
+        if pending:
+            waiting = f"turn {self._session.tool_turn} waits for tool results: {', '.join(pending)}"
+            error = GatewayError(
+                grpc.StatusCode.FAILED_PRECONDITION, "TOOL_RESULTS_PENDING", waiting
             )
+            await self._error(turn_id, error)
             return
+        self._used.add(turn_id)
         self._session.entries.append(Entry({"role": "user", "content": message.content}, turn_id))
         await self._turn(turn_id)
 
     async def _tool_result(self, result: chat_pb2.ConverseToolResult) -> None:
-        if result.tool_call_id not in self._awaiting:
-            await self._error(
-                self._tool_turn,
-                invalid_argument(
-                    [("tool_result.tool_call_id", f"no pending tool call {result.tool_call_id!r}")]
-                ),
+        session = self._session
+        if result.tool_call_id not in session.pending_tools:
+            violation = (
+                "tool_result.tool_call_id",
+                f"no pending tool call {result.tool_call_id!r}",
             )
+            await self._error(session.tool_turn, invalid_argument([violation]))
             return
-        self._awaiting.discard(result.tool_call_id)
+        session.pending_tools.remove(result.tool_call_id)
         message = {"role": "tool", "content": result.content, "tool_call_id": result.tool_call_id}
-        self._session.entries.append(Entry(message, self._tool_turn))
-        if not self._awaiting:
-            await self._turn(self._tool_turn)
+        session.entries.append(Entry(message, session.tool_turn))
+        if not session.pending_tools:
+            await self._turn(session.tool_turn)
+
+    async def _cancel_waiting(self, turn_id: str) -> None:
+        """A cancel for the turn that waits for tool results ends it; others were marked."""
+        tool_turn = self._session.tool_turn
+        if self._session.pending_tools and turn_id in ("", tool_turn):
+            self._cancelled.pop(tool_turn, None)
+            await self._end_turn(tool_turn, _Answer(), "cancelled", _cancelled(tool_turn))
 
     async def _turn(self, turn_id: str) -> None:
         """One upstream call for `turn_id`; its outcome goes to the caller and the history."""
+        self._current, self._cancel_current = turn_id, False
         try:
-            metered = await self._reserve_tokens()
-        except GatewayError as refused:
-            await self._end_turn(turn_id, _Answer(), "failed", refused)
-            return
-        answer = _Answer()
-        task = asyncio.create_task(self._stream(turn_id, answer))
-        self._running = (turn_id, task)
-        try:
-            await asyncio.wait([task])
+            try:
+                admission = await self._admit()
+            except GatewayError as refused:
+                await self._end_turn(turn_id, _Answer(), "failed", refused)
+                return
+            answer = _Answer()
+            if self._cancel_current:
+                task = None
+            else:
+                task = self._task = asyncio.create_task(self._stream(turn_id, answer))
+                try:
+                    await asyncio.wait([task])
+                finally:
+                    self._task = None
+                    await _stop(task)
         finally:
-            self._running = None
-            await _stop(task)
-        if task.cancelled():
+            self._current = ""
+        if task is None or task.cancelled():
+            if admission is not None and task is None:
+                await admission.settle(0)  # nothing went upstream: give the estimate back
             await self._end_turn(turn_id, answer, "cancelled", _cancelled(turn_id))
             return
         exc = task.exception()
@@ -262,13 +325,13 @@ class Conversation:
                 error = internal("Converse")
             await self._end_turn(turn_id, answer, "failed", error)
             return
-        if metered is not None and answer.usage:
-            await metered.settle(int(answer.usage.get("total_tokens", 0)))
-        self._session.entries.append(Entry(answer.message(), turn_id))
+        if admission is not None and answer.usage:
+            await admission.settle(int(answer.usage.get("total_tokens", 0)))
+        self._session.entries.append(Entry(answer.message(self._thinking), turn_id))
         calls = [answer.tool_calls[i] for i in sorted(answer.tool_calls)]
         if answer.finish_reason == "tool_calls" and calls:
-            self._awaiting = {c["id"] for c in calls}
-            self._tool_turn = turn_id
+            self._session.pending_tools = [c["id"] for c in calls]
+            self._session.tool_turn = turn_id
         await self._sessions.save(self._session)
         end = from_json(
             chat_pb2.ConverseTurnEnd,
@@ -283,8 +346,8 @@ class Conversation:
         )
         await self._outbox.put(chat_pb2.ConverseResponse(turn_end=end))
 
-    async def _reserve_tokens(self) -> Admission | None:
-        """Takes this turn's prompt estimate from the caller's tokens-per-minute budget."""
+    async def _admit(self) -> Admission | None:
+        """Takes this turn's request and prompt estimate from the caller's rate limits."""
         limits = current_limits()
         if limits is None:
             return None
@@ -293,18 +356,19 @@ class Conversation:
             len(m.get("content") or "") + len(m.get("reasoning_content") or "") for m in messages
         )
         estimate = estimate_tokens(length, len(messages))
-        return await limits.reserve_tokens(self._caller, self._options["model"], estimate)
+        return await limits.admit_turn(self._caller, self._options["model"], estimate)
 
     async def _end_turn(
         self, turn_id: str, answer: _Answer, status: str, error: GatewayError
     ) -> None:
         """Records a turn that did not complete; none of it goes upstream again."""
         if answer.content or answer.reasoning or answer.tool_calls:
-            self._session.entries.append(Entry(answer.message(), turn_id, status))
+            self._session.entries.append(Entry(answer.message(self._thinking), turn_id, status))
         for entry in self._session.entries:
             if entry.turn_id == turn_id:
                 entry.status = status
-        self._awaiting.clear()
+        if self._session.tool_turn == turn_id:
+            self._session.pending_tools, self._session.tool_turn = [], ""
         await self._sessions.save(self._session)
         await self._error(turn_id, error)
 

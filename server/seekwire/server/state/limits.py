@@ -135,8 +135,12 @@ return {1, held + 1}
 _RENEW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local ttl = math.ceil(tonumber(ARGV[1]) * 1000)
 for i, lease in ipairs(ARGV) do
-  if i > 1 then redis.call('ZADD', KEYS[i - 1], 'XX', now + tonumber(ARGV[1]), lease) end
+  if i > 1 then
+    redis.call('ZADD', KEYS[i - 1], 'XX', now + tonumber(ARGV[1]), lease)
+    redis.call('PEXPIRE', KEYS[i - 1], ttl)
+  end
 end
 return #ARGV - 1
 """
@@ -222,12 +226,16 @@ class RedisLimiter:
         while self._leases:
             await asyncio.sleep(self._lease_seconds / 3)
             leases = list(self._leases.items())
-            if leases:
+            if not leases:
+                continue
+            try:
                 await self._call(
                     self._renew,
                     [k for _, k in leases],
                     [self._lease_seconds, *(lease for lease, _ in leases)],
                 )
+            except LimiterUnavailable:
+                continue  # counted and logged; the next round tries again
 
     async def close(self) -> None:
         if self._renewer is not None:

@@ -32,6 +32,9 @@ class Session:
     id: str
     principal: str
     entries: list[Entry] = field(default_factory=list)
+    # A turn that ended with tool calls waits for their results, across streams too.
+    pending_tools: list[str] = field(default_factory=list)
+    tool_turn: str = ""
 
     def upstream_messages(self) -> list[dict[str, Any]]:
         return [e.message for e in self.entries if e.status == "complete"]
@@ -42,6 +45,8 @@ class Session:
                 "id": self.id,
                 "principal": self.principal,
                 "entries": [[e.message, e.turn_id, e.status] for e in self.entries],
+                "pending_tools": self.pending_tools,
+                "tool_turn": self.tool_turn,
             }
         )
 
@@ -49,7 +54,7 @@ class Session:
     def from_bytes(cls, raw: bytes) -> Session:
         data = orjson.loads(raw)
         entries = [Entry(m, t, s) for m, t, s in data["entries"]]
-        return cls(data["id"], data["principal"], entries)
+        return cls(data["id"], data["principal"], entries, data["pending_tools"], data["tool_turn"])
 
 
 def new_session_id() -> str:
@@ -90,7 +95,7 @@ class MemorySessionStore:
             del self._sessions[session_id]
             return None
         session = Session.from_bytes(raw)
-        if not secrets.compare_digest(session.principal, principal):
+        if session.principal != principal:  # an identity, not a secret: plain comparison
             return None
         self._sessions.move_to_end(session_id)
         return session
@@ -105,15 +110,19 @@ class MemorySessionStore:
 
 
 def trim(session: Session, max_entries: int) -> None:
-    """Drops the oldest turns past `max_entries`, keeping the leading system messages."""
-    excess = len(session.entries) - max_entries
+    """Drops whole turns, oldest first, past `max_entries`; the leading system messages and the
+    latest turn always stay (a tool answer without the call that asked for it is invalid)."""
+    entries = session.entries
+    excess = len(entries) - max_entries
     if excess <= 0:
         return
     head = 0
-    while head < len(session.entries) and session.entries[head].message.get("role") == "system":
+    while head < len(entries) and entries[head].message.get("role") == "system":
         head += 1
-    drop_to = head + excess
-    # Never split a turn: a tool answer without the call that asked for it is invalid upstream.
-    while drop_to < len(session.entries) and session.entries[drop_to].message.get("role") != "user":
-        drop_to += 1
-    del session.entries[head:drop_to]
+    turn_starts = [i for i in range(head, len(entries)) if entries[i].message.get("role") == "user"]
+    cut = head
+    for start in turn_starts[1:]:
+        cut = start
+        if cut - head >= excess:
+            break
+    del entries[head:cut]

@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import aiohttp
 import orjson
+from yarl import URL
+
 from seekwire.server.upstream.errors import (
     UpstreamError,
     error_from_event,
@@ -19,7 +21,6 @@ from seekwire.server.upstream.errors import (
 )
 from seekwire.server.upstream.sse import SSEParser
 from seekwire.server.upstream.timing import StallClock, Timeouts
-from yarl import URL
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ class DeepSeekClient:
                 "UPSTREAM_BAD_RESPONSE", "DeepSeek's answer is not a JSON object", trace_id=trace_id
             )
         if "error" in result:
-            raise error_from_event(result, trace_id=trace_id)
+            raise error_from_event(result, trace_id=trace_id, secrets=(api_key,))
         return result
 
     async def stream(
@@ -253,7 +254,7 @@ class DeepSeekClient:
                             trace_id=trace_id,
                         ) from exc
                     if "error" in event:
-                        raise error_from_event(event, trace_id=trace_id)
+                        raise error_from_event(event, trace_id=trace_id, secrets=(api_key,))
                     clock.data(loop.time())
                     yield event
             raise UpstreamError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Final
 
@@ -26,6 +27,7 @@ _REASON_BY_STATUS: Final = {
 _MASKED_KEY = re.compile(r"\*{2,}[A-Za-z0-9_-]{1,8}")
 _BEARER = re.compile(r"(?i)bearer\s+\S+")
 _MAX_MESSAGE = 500
+_MAX_RETRY_AFTER = 86_400.0
 
 
 class UpstreamError(Exception):
@@ -69,7 +71,9 @@ def parse_retry_after(value: str | None) -> float | None:
         seconds = float(value)
     except ValueError:
         return None
-    return seconds if seconds >= 0 else None
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, _MAX_RETRY_AFTER)
 
 
 def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
@@ -119,7 +123,9 @@ def error_from_response(
     )
 
 
-def error_from_event(event: dict[str, object], *, trace_id: str | None) -> UpstreamError:
+def error_from_event(
+    event: dict[str, object], *, trace_id: str | None, secrets: tuple[str, ...]
+) -> UpstreamError:
     """An `error` object DeepSeek sent inside a stream."""
     error = event.get("error")
     message = "DeepSeek reported an error inside the stream"
@@ -130,5 +136,5 @@ def error_from_event(event: dict[str, object], *, trace_id: str | None) -> Upstr
     elif isinstance(error, str):
         message = error
     return UpstreamError(
-        "UPSTREAM_STREAM_ERROR", scrub(message), trace_id=trace_id, error_type=error_type
+        "UPSTREAM_STREAM_ERROR", scrub(message, secrets), trace_id=trace_id, error_type=error_type
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+
 from seekwire.server.upstream.breaker import BreakerSettings, CircuitBreaker, State
 from seekwire.server.upstream.client import DeepSeekClient
 from seekwire.server.upstream.errors import UpstreamError
