@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 from collections import Counter
@@ -265,6 +266,7 @@ async def test_upstream_gzip_requests(make_stack: StackFactory) -> None:
 SOAK_SECONDS = float(os.environ.get("SEEKWIRE_SOAK_SECONDS", "60"))
 
 
+@pytest.mark.timeout(SOAK_SECONDS + 60)
 async def test_soak_200_concurrent_against_20_percent_failures(make_stack: StackFactory) -> None:
     """Every request ends in one success or one precise status; nothing is lost or doubled."""
     stack = await make_stack()
@@ -293,7 +295,8 @@ async def test_soak_200_concurrent_against_20_percent_failures(make_stack: Stack
 
     await asyncio.gather(*(caller(n) for n in range(200)))
     completed_upstream = [r for r in stack.fake.requests if r.status == 200 and r.completed]
-    assert outcomes["OK"] > 0
+    # 20% failures and three attempts within a 20% retry budget: nearly every call succeeds.
+    assert outcomes["OK"] >= 0.9 * sum(outcomes.values()), outcomes
     assert set(outcomes) <= {
         "OK",
         "UNAVAILABLE/UPSTREAM_OVERLOADED",
@@ -301,4 +304,5 @@ async def test_soak_200_concurrent_against_20_percent_failures(make_stack: Stack
     }, outcomes
     # Exactly one upstream answer per success: no call was answered twice or lost.
     summary = f"{dict(outcomes)}; {len(stack.fake.requests)} upstream requests"
+    logging.getLogger(__name__).info("soak %gs: %s", SOAK_SECONDS, summary)
     assert len(answers) == len(set(answers)) == outcomes["OK"] == len(completed_upstream), summary

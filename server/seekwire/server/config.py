@@ -58,7 +58,7 @@ class Settings:
     retry_budget_ratio: float = _setting(
         0.2, "retries may add at most this share of requests (10 s window)"
     )
-    breaker_consecutive: int = _setting(5, "consecutive failures that open an endpoint's breaker")
+    breaker_consecutive: int = _setting(10, "consecutive failures that open an endpoint's breaker")
     breaker_failure_ratio: float = _setting(0.5, "failure share over the window that opens it")
     breaker_min_calls: int = _setting(20, "calls in the window before the ratio counts")
     breaker_window: float = _setting(30.0, "seconds of outcomes the ratio looks at")

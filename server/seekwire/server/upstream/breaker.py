@@ -22,7 +22,7 @@ class State(Enum):
 
 @dataclass(frozen=True, slots=True)
 class BreakerSettings:
-    consecutive: int = 5
+    consecutive: int = 10
     failure_ratio: float = 0.5
     min_calls: int = 20
     window: float = 30.0
