@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import grpc
 import orjson
 
+from seekwire.client import create_channel
+from seekwire.server.auth.keys import KeyFile
+from seekwire.server.caller import Limits
 from seekwire.v1 import chat_pb2, chat_pb2_grpc
 
 RESULTS = Path(__file__).parent / "results"
@@ -100,8 +102,19 @@ async def closed_loop(
 
 async def main(seconds: float) -> None:
     fake_port, gw_port = free_port(), free_port()
+    RESULTS.mkdir(exist_ok=True)
+    keys_file = RESULTS / "bench-keys.json"
+    keys_file.unlink(missing_ok=True)
+    # All admission features on: a caller key with limits far above the load, so every call
+    # is authenticated and passes the limiter.
+    caller_key, _ = KeyFile(keys_file).create(
+        "bench", limits=Limits(rpm=10**9, tpm=10**12, streams=10**6)
+    )
     env = dict(
-        os.environ, DEEPSEEK_API_KEY="sk-bench", DEEPSEEK_BASE_URL=f"http://127.0.0.1:{fake_port}"
+        os.environ,
+        DEEPSEEK_API_KEY="sk-bench",
+        DEEPSEEK_BASE_URL=f"http://127.0.0.1:{fake_port}",
+        SEEKWIRE_KEYS_FILE=str(keys_file),
     )
     seekwire = [sys.executable, "-m", "seekwire.server.cli"]
     async with (
@@ -123,7 +136,9 @@ async def main(seconds: float) -> None:
         )  # type: ignore[arg-type]
         results: list[Result] = []
         async with aiohttp.ClientSession(headers=headers) as http:
-            channels = [grpc.aio.insecure_channel(f"127.0.0.1:{gw_port}") for _ in range(4)]
+            channels = [
+                create_channel(f"127.0.0.1:{gw_port}", api_key=caller_key) for _ in range(4)
+            ]
             stubs = [chat_pb2_grpc.ChatServiceStub(c) for c in channels]
             await stubs[0].CreateChatCompletion(request)
             turn = 0
@@ -190,7 +205,6 @@ async def main(seconds: float) -> None:
         )
     table = "\n".join(lines)
     print(table)
-    RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.md").write_text(
         f"# seekwire bench ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, {seconds:g}s per scenario)\n\n{table}\n"
     )
