@@ -75,6 +75,7 @@ async def make_stack(fake: FakeDeepSeek) -> AsyncIterator[StackFactory]:
             "drain_delay": 0,
             "shutdown_grace": 1,
             "auth": False,  # admission has its own tests
+            "metrics_listen": "",  # one Prometheus endpoint per process; its own test scrapes it
         }
         settings = Settings(**(fields | overrides))
         gateway = Gateway(settings)
@@ -145,6 +146,7 @@ class Served:
         self.process = process
         self.target = target
         self.api_key = api_key
+        self.metrics_url = ""
         self.log: list[str] = []
         self._drain = asyncio.create_task(self._keep_log())
 
@@ -157,6 +159,7 @@ class Served:
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
     keys_file = str(tmp_path / "keys.json")
+    metrics_port = free_port()
     minted = await asyncio.create_subprocess_exec(
         *SEEKWIRE,
         "keys",
@@ -181,7 +184,9 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
         "127.0.0.1:0",
         "--drain-delay",
         "0.5",
-        env=clean_env(SEEKWIRE_KEYS_FILE=keys_file),
+        env=clean_env(
+            SEEKWIRE_KEYS_FILE=keys_file, SEEKWIRE_METRICS_LISTEN=f"127.0.0.1:{metrics_port}"
+        ),
         stderr=asyncio.subprocess.PIPE,
     )
     assert process.stderr is not None
@@ -193,6 +198,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
             if match := re.search(r"listening on (\S+)", line):
                 target = match.group(1)
     served = Served(process, target, api_key)
+    served.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     yield served
     if process.returncode is None:
         process.kill()

@@ -219,6 +219,8 @@ async def _serve(keys_file: str, redis_url: str) -> tuple[asyncio.subprocess.Pro
         keys_file,
         "--drain-delay",
         "0",
+        "--metrics-listen",
+        "",
         env=clean_env(),
         stderr=asyncio.subprocess.PIPE,
     )

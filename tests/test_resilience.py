@@ -100,9 +100,10 @@ async def test_persistent_429_ends_resource_exhausted_after_the_attempts(
 
 
 async def test_retry_budget_stops_a_retry_storm(make_stack: StackFactory) -> None:
+    # Only the floor of 10 retries per 10 s; breakers kept out of the way.
     stack = await make_stack(
-        retry_budget_ratio=0.0, **FAST
-    )  # only the floor of 10 retries per 10 s
+        retry_budget_ratio=0.0, breaker_consecutive=1000, breaker_min_calls=1000, **FAST
+    )
     stack.fake.default = Behavior(status=503)
     results = await asyncio.gather(
         *(refused(stack.chat.CreateChatCompletion(chat_request())) for _ in range(20)),
@@ -155,7 +156,7 @@ async def test_failover_when_an_endpoint_is_down(make_stack: StackFactory, tmp_p
         ("up", stack.fake.base_url, [UPSTREAM_KEY]),
         weights=[10, 1],
     )
-    stack = await make_stack(upstreams_file=path, **FAST)
+    stack = await make_stack(upstreams_file=path, breaker_consecutive=2, **FAST)
     for _ in range(10):
         answer = await stack.chat.CreateChatCompletion(chat_request())
         assert answer.choices[0].message.content
@@ -306,3 +307,55 @@ async def test_soak_200_concurrent_against_20_percent_failures(make_stack: Stack
     summary = f"{dict(outcomes)}; {len(stack.fake.requests)} upstream requests"
     logging.getLogger(__name__).info("soak %gs: %s", SOAK_SECONDS, summary)
     assert len(answers) == len(set(answers)) == outcomes["OK"] == len(completed_upstream), summary
+
+
+async def test_a_lone_rejected_key_is_answered_not_retried(make_stack: StackFactory) -> None:
+    stack = await make_stack(warmup=False, **FAST)
+    stack.fake.push(Behavior(status=401))
+    error = await refused(stack.chat.CreateChatCompletion(chat_request()))
+    assert rich_details(error)["ErrorInfo"].reason == "UPSTREAM_AUTH"
+    assert len(stack.fake.requests) == 1
+    await stack.chat.CreateChatCompletion(chat_request())  # the key stayed in rotation
+
+
+async def test_several_rejected_keys_do_not_use_up_the_attempts(
+    make_stack: StackFactory, tmp_path: Path, fake: FakeDeepSeek
+) -> None:
+    path = upstreams(
+        tmp_path / "u.toml",
+        ("one", fake.base_url, ["sk-bad-1", "sk-bad-2", "sk-bad-3", UPSTREAM_KEY]),
+    )
+    stack = await make_stack(upstreams_file=path, warmup=False, retry_max_attempts=2, **FAST)
+    answer = await stack.chat.CreateChatCompletion(chat_request())
+    assert answer.choices[0].message.content
+    assert [r.status for r in fake.requests] == [401, 401, 401, 200]
+
+
+async def test_a_malformed_event_is_a_precise_status(make_stack: StackFactory) -> None:
+    stack = await make_stack(retry_max_attempts=1)
+    server = stack.fake
+    server.push(Behavior(status=None))
+    # An SSE event that is JSON but not an object: `data: 1`.
+    from seekwire.server.fake import app as fake_app
+
+    original = fake_app.chat_chunks
+    fake_app.chat_chunks = lambda plan, behavior: [1, *original(plan, behavior)]  # type: ignore[assignment, list-item]
+    try:
+        error = await refused(_drain(stack))
+    finally:
+        fake_app.chat_chunks = original
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert rich_details(error)["ErrorInfo"].reason == "UPSTREAM_BAD_RESPONSE"
+
+
+async def test_a_cancelled_probe_does_not_wedge_the_breaker(make_stack: StackFactory) -> None:
+    stack = await make_stack(breaker_consecutive=1, breaker_open_seconds=0.3, retry_max_attempts=1)
+    stack.fake.push(Behavior(status=500), Behavior(delay=5))
+    await refused(stack.chat.CreateChatCompletion(chat_request()))
+    await asyncio.sleep(0.35)
+    probe = stack.chat.CreateChatCompletion(chat_request())  # held by the fake's delay
+    await asyncio.sleep(0.2)
+    probe.cancel()
+    await asyncio.sleep(0.1)
+    answer = await stack.chat.CreateChatCompletion(chat_request())  # the next probe goes through
+    assert answer.choices[0].message.content

@@ -22,13 +22,17 @@ from seekwire.server.fake import FakeDeepSeek
 from seekwire.server.interceptors.auth import AuthInterceptor
 from seekwire.server.interceptors.errors import ErrorInterceptor
 from seekwire.server.interceptors.limits import LimitsInterceptor
+from seekwire.server.interceptors.telemetry import TelemetryInterceptor
 from seekwire.server.limits import RateLimits, parse_model_limits
 from seekwire.server.services.catalog import AccountService, ModelService
 from seekwire.server.services.chat import ChatService
 from seekwire.server.services.completion import CompletionService
 from seekwire.server.state.limits import Limiter, MemoryLimiter, RedisLimiter
 from seekwire.server.state.sessions import MemorySessionStore
-from seekwire.server.upstream.breaker import BreakerSettings
+from seekwire.server.telemetry.instruments import Instruments
+from seekwire.server.telemetry.setup import Telemetry
+from seekwire.server.telemetry.setup import build as build_telemetry
+from seekwire.server.upstream.breaker import BreakerSettings, State
 from seekwire.server.upstream.budget import RetryBudget
 from seekwire.server.upstream.pool import EndpointConfig, Pool, PoolSettings, load_endpoints
 from seekwire.server.upstream.resilient import ResilientUpstream, RetryPolicy
@@ -142,11 +146,26 @@ def _pool_settings(settings: Settings) -> PoolSettings:
     )
 
 
+_BREAKER_GAUGE = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
+
+
 class Gateway:
     """One gateway process: `await start()`, then `await drain()` to stop gracefully."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, telemetry: Telemetry | None = None) -> None:
+        """`telemetry` is injected by tests (in-memory readers); by default it follows settings."""
         self.settings = settings
+        self._own_telemetry = telemetry is None
+        self.telemetry = telemetry or build_telemetry(
+            traces=settings.otel_traces_exporter,
+            metrics=settings.otel_metrics_exporter,
+            otlp_endpoint=settings.otel_endpoint,
+            sampler_ratio=settings.otel_sampler_ratio,
+            prometheus_listen=settings.metrics_listen,
+        )
+        meter = self.telemetry.meter_provider.get_meter("seekwire")
+        self.instruments = Instruments(meter)
+        self.tracer = self.telemetry.tracer_provider.get_tracer("seekwire")
         self.port = 0
         self.fake: FakeDeepSeek | None = None
         self.health = health.aio.HealthServicer()
@@ -173,7 +192,21 @@ class Gateway:
             max_delay=settings.retry_max_delay,
             max_retry_after=settings.retry_max_retry_after,
         )
-        upstream = ResilientUpstream(pool, retry, RetryBudget(ratio=settings.retry_budget_ratio))
+        upstream = ResilientUpstream(
+            pool,
+            retry,
+            RetryBudget(ratio=settings.retry_budget_ratio),
+            tracer=self.tracer,
+            instruments=self.instruments,
+        )
+        self.instruments.observe(
+            self.telemetry.meter_provider.get_meter("seekwire"),
+            breakers=lambda: [
+                (e.name, _BREAKER_GAUGE[e.breaker.state]) for e in pool.endpoints.values()
+            ],
+            limiter_errors=lambda: getattr(self._limiter, "failures", 0),
+            keys_ejected=lambda: pool.stats["keys_ejected"],
+        )
         server = self._server = grpc.aio.server(
             interceptors=self._interceptors(),
             options=_server_options(settings),
@@ -185,7 +218,9 @@ class Gateway:
             max_sessions=settings.session_max_count,
             max_entries=settings.session_max_messages,
         )
-        chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatService(upstream, sessions), server)
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(
+            ChatService(upstream, sessions, self.tracer), server
+        )
         completion_pb2_grpc.add_CompletionServiceServicer_to_server(
             CompletionService(upstream), server
         )
@@ -202,8 +237,8 @@ class Gateway:
             self.port = server.add_secure_port(settings.listen, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {settings.listen}")
+        await pool.start(warm=settings.warmup)  # before the first caller can arrive
         await server.start()
-        await pool.start(warm=settings.warmup)
         if settings.upstreams_file:
             self._watcher = asyncio.create_task(self._watch_upstreams(settings.upstreams_file))
         for name in ("", *SERVICE_NAMES):
@@ -226,12 +261,17 @@ class Gateway:
                 log.error("upstreams_file %s not reloaded: %s", path, exc)
                 continue
             if self.pool is not None:
-                await self.pool.reload(configs)
+                try:
+                    await self.pool.reload(configs)
+                except Exception:  # a bad reload keeps the endpoints there were
+                    log.exception("upstreams_file %s not applied", path)
 
     def _interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        """Outermost first: auth, then limits, then error mapping around the handlers."""
+        """Outermost first: telemetry, auth, limits, then error mapping around the handlers."""
         settings = self.settings
-        interceptors: list[grpc.aio.ServerInterceptor] = []
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            TelemetryInterceptor(self.tracer, self.instruments)
+        ]
         if settings.auth:
             self.keys = KeyFile(settings.keys_file)
             authenticator = Authenticator(
@@ -291,4 +331,6 @@ class Gateway:
             await self._limiter.close()
         if self.fake is not None:
             await self.fake.stop()
+        if self._own_telemetry:
+            self.telemetry.shutdown()
         log.info("seekwire stopped")

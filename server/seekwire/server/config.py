@@ -137,6 +137,20 @@ class Settings:
     shutdown_grace: float = _setting(30.0, "seconds in-flight RPCs may take to finish on shutdown")
     reflection: bool = _setting(True, "serve gRPC server reflection")
     log_level: str = _setting("info", "debug, info, warning or error")
+    log_format: str = _setting("json", "json (one object per line) or text")
+    metrics_listen: str = _setting(
+        "127.0.0.1:9464", "host:port of the Prometheus /metrics endpoint (empty: off)"
+    )
+    otel_traces_exporter: str = _setting("none", "none, console, otlp-grpc or otlp-http")
+    otel_metrics_exporter: str = _setting(
+        "none", "none, otlp-grpc or otlp-http (besides Prometheus)"
+    )
+    otel_endpoint: str = _setting(
+        "", "OTLP endpoint (empty: the exporter's default or OTEL_EXPORTER_OTLP_ENDPOINT)"
+    )
+    otel_sampler_ratio: float = _setting(
+        1.0, "share of new traces sampled; callers' sampled flags are followed"
+    )
 
     @staticmethod
     def env_name(name: str) -> str:
@@ -274,5 +288,21 @@ def validate(settings: Settings) -> None:
         parse_model_limits(settings.model_limits)
     except ValueError as exc:
         problems.append(f"model_limits: {exc}")
+    if settings.log_format not in ("json", "text"):
+        problems.append(f"log_format: json or text, got {settings.log_format!r}")
+    if settings.otel_traces_exporter not in ("none", "console", "otlp-grpc", "otlp-http"):
+        problems.append(
+            f"otel_traces_exporter: none, console, otlp-grpc or otlp-http, got {settings.otel_traces_exporter!r}"
+        )
+    if settings.otel_metrics_exporter not in ("none", "otlp-grpc", "otlp-http"):
+        problems.append(
+            f"otel_metrics_exporter: none, otlp-grpc or otlp-http, got {settings.otel_metrics_exporter!r}"
+        )
+    if not 0 <= settings.otel_sampler_ratio <= 1:
+        problems.append("otel_sampler_ratio: between 0 and 1")
+    if settings.metrics_listen:
+        host, sep, port = settings.metrics_listen.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            problems.append(f"metrics_listen: expected host:port, got {settings.metrics_listen!r}")
     if problems:
         raise SettingsError("; ".join(problems))

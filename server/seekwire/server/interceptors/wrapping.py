@@ -8,6 +8,7 @@ from typing import Any, TypeAlias, cast
 import grpc
 
 from seekwire.server.errors import GatewayError
+from seekwire.server.telemetry.record import current_record
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -47,6 +48,12 @@ def rewrap(
 
 async def abort(context: Context, error: GatewayError) -> None:
     """Ends the RPC with the error's status and details; raises grpc.aio.AbortError."""
+    record = current_record()
+    if record is not None:
+        record.code, record.reason = error.code.name, error.reason
+        record.limit = error.metadata.get("limit", "") if error.reason == "RATE_LIMITED" else ""
+        if error.reason == "REQUEST_EXCEEDS_LIMIT":
+            record.limit = "request_size"
     status = error.to_status()
     await context.abort(status.code, status.details, status.trailing_metadata)
 

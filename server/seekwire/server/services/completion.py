@@ -6,8 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from seekwire.server.convert import from_json, request_body
-from seekwire.server.services.calls import Context, caller_deadline, report_attempts
-from seekwire.server.upstream.client import CallInfo, Upstream
+from seekwire.server.services.calls import (
+    Context,
+    call_info,
+    caller_deadline,
+    report_attempts,
+)
+from seekwire.server.upstream.client import Upstream
 from seekwire.server.validation import check_completion
 from seekwire.v1 import completion_pb2, completion_pb2_grpc
 
@@ -22,7 +27,7 @@ class CompletionService(completion_pb2_grpc.CompletionServiceServicer):
         self, request: completion_pb2.CompletionRequest, context: Context
     ) -> completion_pb2.Completion:
         check_completion(request)
-        info = CallInfo()
+        info = call_info("text_completion", request.model)
         body = request_body(request, stream=False)
         data = await self._upstream.call("POST", FIM_PATH, body, caller_deadline(context), info)
         report_attempts(context, info)
@@ -32,7 +37,7 @@ class CompletionService(completion_pb2_grpc.CompletionServiceServicer):
         self, request: completion_pb2.CompletionRequest, context: Context
     ) -> AsyncIterator[completion_pb2.Completion]:
         check_completion(request)
-        info = CallInfo()
+        info = call_info("text_completion", request.model)
         body = request_body(request, stream=True)
         events = self._upstream.stream(FIM_PATH, body, caller_deadline(context), info)
         async with aclosing(events):

@@ -20,13 +20,17 @@ from typing import Any
 import grpc
 import orjson
 from google.protobuf import json_format
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import StatusCode
 
 from seekwire.server.caller import Caller
 from seekwire.server.convert import from_json
 from seekwire.server.errors import GatewayError, as_gateway_error, internal, invalid_argument
 from seekwire.server.limits import Admission, current_limits, estimate_tokens
 from seekwire.server.state.sessions import Entry, Session, SessionStore, new_session_id
-from seekwire.server.upstream.client import JSON, Upstream
+from seekwire.server.telemetry.record import current_record
+from seekwire.server.upstream.client import JSON, CallInfo, Upstream
 from seekwire.server.validation import check_converse_start
 from seekwire.v1 import chat_pb2
 
@@ -89,7 +93,11 @@ class Conversation:
         sessions: SessionStore,
         caller: Caller,
         deadline: float | None,
+        tracer: trace.Tracer,
     ) -> None:
+        self._tracer = tracer
+        record = current_record()
+        self._rpc_context = record.otel_context if record is not None else None
         self._upstream = upstream
         self._sessions = sessions
         self._caller = caller
@@ -292,19 +300,35 @@ class Conversation:
             await self._end_turn(tool_turn, _Answer(), "cancelled", _cancelled(tool_turn))
 
     async def _turn(self, turn_id: str) -> None:
-        """One upstream call for `turn_id`; its outcome goes to the caller and the history."""
+        """One upstream call for `turn_id`, traced as a child span of the stream's."""
+        span = self._tracer.start_span(
+            "converse turn",
+            context=self._rpc_context,
+            attributes={"gen_ai.conversation.id": self._session.id, "seekwire.turn_id": turn_id},
+        )
+        try:
+            outcome = await self._run_turn(turn_id, trace.set_span_in_context(span))
+        finally:
+            if outcome != "complete":
+                span.set_status(StatusCode.ERROR, outcome)
+            span.end()
+
+    async def _run_turn(self, turn_id: str, trace_context: Context) -> str:
+        """Runs the turn; returns how it ended: complete, cancelled or failed."""
         self._current, self._cancel_current = turn_id, False
         try:
             try:
                 admission = await self._admit()
             except GatewayError as refused:
                 await self._end_turn(turn_id, _Answer(), "failed", refused)
-                return
+                return "failed"
             answer = _Answer()
             if self._cancel_current:
                 task = None
             else:
-                task = self._task = asyncio.create_task(self._stream(turn_id, answer))
+                task = self._task = asyncio.create_task(
+                    self._stream(turn_id, answer, trace_context)
+                )
                 try:
                     await asyncio.wait([task])
                 finally:
@@ -316,7 +340,7 @@ class Conversation:
             if admission is not None and task is None:
                 await admission.settle(0)  # nothing went upstream: give the estimate back
             await self._end_turn(turn_id, answer, "cancelled", _cancelled(turn_id))
-            return
+            return "cancelled"
         exc = task.exception()
         if exc is not None:
             error = as_gateway_error(exc) if isinstance(exc, Exception) else None
@@ -324,7 +348,7 @@ class Conversation:
                 log.error("Converse turn failed unexpectedly", exc_info=exc)
                 error = internal("Converse")
             await self._end_turn(turn_id, answer, "failed", error)
-            return
+            return "failed"
         if admission is not None and answer.usage:
             await admission.settle(int(answer.usage.get("total_tokens", 0)))
         self._session.entries.append(Entry(answer.message(self._thinking), turn_id))
@@ -345,6 +369,7 @@ class Conversation:
             },
         )
         await self._outbox.put(chat_pb2.ConverseResponse(turn_end=end))
+        return "complete"
 
     async def _admit(self) -> Admission | None:
         """Takes this turn's request and prompt estimate from the caller's rate limits."""
@@ -372,12 +397,15 @@ class Conversation:
         await self._sessions.save(self._session)
         await self._error(turn_id, error)
 
-    async def _stream(self, turn_id: str, answer: _Answer) -> _Answer:
+    async def _stream(self, turn_id: str, answer: _Answer, trace_context: Context) -> _Answer:
         body = dict(self._options)
         body["messages"] = self._session.upstream_messages()
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-        events = self._upstream.stream("/chat/completions", orjson.dumps(body), self._deadline)
+        info = CallInfo("chat", self._options["model"], trace_context)
+        events = self._upstream.stream(
+            "/chat/completions", orjson.dumps(body), self._deadline, info
+        )
         async with aclosing(events):
             async for event in events:
                 answer.model = event.get("model") or answer.model

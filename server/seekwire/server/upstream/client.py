@@ -6,12 +6,13 @@ import asyncio
 import gzip
 import importlib.util
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
 import orjson
+from opentelemetry.context import Context
 from yarl import URL
 
 from seekwire.server.upstream.errors import (
@@ -34,8 +35,15 @@ ACCEPT_ENCODING = "gzip, deflate, br" if importlib.util.find_spec("brotli") else
 
 @dataclass(slots=True)
 class CallInfo:
-    """What the upstream layer tells the handler about one call (filled in as it goes)."""
+    """One call's description for the upstream layer, and what it reports back.
 
+    operation and model name the call in telemetry (`chat deepseek-v4-flash`);
+    trace_context is the parent of the attempts' spans; attempts and endpoint come back.
+    """
+
+    operation: str = ""
+    model: str = ""
+    trace_context: Context | None = None
     attempts: int = 0
     endpoint: str = ""
 
@@ -118,13 +126,21 @@ class DeepSeekClient:
         return url
 
     async def _open(
-        self, method: str, path: str, body: bytes | None, clock: StallClock, api_key: str
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        clock: StallClock,
+        api_key: str,
+        extra_headers: Mapping[str, str] | None,
     ) -> aiohttp.ClientResponse:
         """Sends the request and returns a 2xx response; any other status raises."""
         if self._session is None:
             raise RuntimeError("DeepSeekClient.start() was not awaited")
         loop = asyncio.get_running_loop()
         headers = {"Authorization": f"Bearer {api_key}"}
+        if extra_headers:
+            headers.update(extra_headers)
         if body is not None and self._gzip_requests and len(body) >= _GZIP_MIN:
             body = gzip.compress(body, compresslevel=5)
             headers["Content-Encoding"] = "gzip"
@@ -195,11 +211,18 @@ class DeepSeekClient:
             ) from exc
 
     async def call(
-        self, method: str, path: str, body: bytes | None, deadline: float | None, *, api_key: str
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        deadline: float | None,
+        *,
+        api_key: str,
+        headers: Mapping[str, str] | None = None,
     ) -> JSON:
         loop = asyncio.get_running_loop()
         clock = StallClock(self._timeouts, loop.time(), deadline)
-        response = await self._open(method, path, body, clock, api_key)
+        response = await self._open(method, path, body, clock, api_key, headers)
         trace_id = response.headers.get("x-ds-trace-id")
         buffer = bytearray()
         try:
@@ -231,11 +254,17 @@ class DeepSeekClient:
         return result
 
     async def stream(
-        self, path: str, body: bytes, deadline: float | None, *, api_key: str
+        self,
+        path: str,
+        body: bytes,
+        deadline: float | None,
+        *,
+        api_key: str,
+        headers: Mapping[str, str] | None = None,
     ) -> AsyncGenerator[JSON, None]:
         loop = asyncio.get_running_loop()
         clock = StallClock(self._timeouts, loop.time(), deadline)
-        response = await self._open("POST", path, body, clock, api_key)
+        response = await self._open("POST", path, body, clock, api_key, headers)
         trace_id = response.headers.get("x-ds-trace-id")
         parser = SSEParser()
         finished = False
@@ -253,6 +282,12 @@ class DeepSeekClient:
                             "DeepSeek sent an event that is not valid JSON",
                             trace_id=trace_id,
                         ) from exc
+                    if not isinstance(event, dict):
+                        raise UpstreamError(
+                            "UPSTREAM_BAD_RESPONSE",
+                            "DeepSeek sent an event that is not a JSON object",
+                            trace_id=trace_id,
+                        )
                     if "error" in event:
                         raise error_from_event(event, trace_id=trace_id, secrets=(api_key,))
                     clock.data(loop.time())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-from seekwire.server.upstream.breaker import BreakerSettings, CircuitBreaker, State
+from seekwire.server.upstream.breaker import BreakerSettings, CircuitBreaker, Permit, State
 from seekwire.server.upstream.client import DeepSeekClient
 from seekwire.server.upstream.errors import UpstreamError
 from seekwire.server.upstream.timing import Timeouts
@@ -35,17 +35,28 @@ def load_endpoints(path: str) -> list[EndpointConfig]:
     """`[[upstream]]` tables of a TOML file: name, base_url, api_keys, weight, models."""
     data = tomllib.loads(Path(path).read_text())
     configs = []
+    names: set[str] = set()
     for i, item in enumerate(data.get("upstream", [])):
         keys = item.get("api_keys") or ([item["api_key"]] if item.get("api_key") else [])
+        where = f"{path}: upstream #{i + 1}"
         if not item.get("base_url") or not keys:
-            raise ValueError(f"{path}: upstream #{i + 1} needs base_url and api_keys")
+            raise ValueError(f"{where} needs base_url and api_keys")
+        if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+            raise ValueError(f"{where}: api_keys must be a list of strings")
+        models = item.get("models") or {}
+        if not isinstance(models, dict):
+            raise ValueError(f"{where}: models must be a table of model = model")
+        name = str(item.get("name") or item["base_url"])
+        if name in names:
+            raise ValueError(f"{where}: the name {name!r} is used twice")
+        names.add(name)
         configs.append(
             EndpointConfig(
-                name=str(item.get("name") or item["base_url"]),
+                name=name,
                 base_url=str(item["base_url"]),
-                api_keys=tuple(str(k) for k in keys),
+                api_keys=tuple(keys),
                 weight=float(item.get("weight", 1.0)),
-                models={str(k): str(v) for k, v in (item.get("models") or {}).items()},
+                models={str(k): str(v) for k, v in models.items()},
             )
         )
     if not configs:
@@ -192,29 +203,38 @@ class Pool:
         self.stats["reloads"] += 1
         log.info("upstream endpoints reloaded: %s", ", ".join(sorted(self.endpoints)))
 
-    def pick(self, avoid: set[str]) -> tuple[Endpoint, UpstreamKey]:
+    def pick(self, avoid: set[str]) -> tuple[Endpoint, UpstreamKey, Permit]:
         """An endpoint whose breaker lets a call through and that has a live key, preferring
-        ones not in `avoid` (failover); raises when there is none."""
+        ones not in `avoid` (failover) but falling back on them; raises when there is none."""
         now = time.monotonic()
         ready = [e for e in self.endpoints.values() if e.has_key(now) and e.breaker.retry_in() == 0]
-        fresh = [e for e in ready if e.name not in avoid] or ready
-        while fresh:
-            endpoint = self._choose(fresh)
-            if endpoint.breaker.allow():
+        for group in (
+            [e for e in ready if e.name not in avoid],
+            [e for e in ready if e.name in avoid],
+        ):
+            while group:
+                endpoint = self._choose(group)
+                group.remove(endpoint)
+                permit = endpoint.breaker.allow()
+                if permit is None:
+                    continue
                 key = endpoint.key(now)
-                if key is not None:
-                    endpoint.last_used = now
-                    return endpoint, key
-            fresh.remove(endpoint)
+                if key is None:
+                    permit.abandon()
+                    continue
+                endpoint.last_used = now
+                return endpoint, key, permit
         raise self._nothing_available(now)
 
     def _choose(self, endpoints: list[Endpoint]) -> Endpoint:
         if len(endpoints) == 1:
             return endpoints[0]
         weights = [max(e.config.weight, 0.0001) for e in endpoints]
+        first = random.choices(endpoints, weights)[0]
         if self._settings.balancer == "weighted":
-            return random.choices(endpoints, weights)[0]
-        first, second = random.choices(endpoints, weights, k=2)
+            return first
+        others = [e for e in endpoints if e is not first]
+        second = random.choices(others, [max(e.config.weight, 0.0001) for e in others])[0]
         # Power of two choices on load relative to weight.
         return min((first, second), key=lambda e: e.in_flight / max(e.config.weight, 0.0001))
 
@@ -250,23 +270,32 @@ class Pool:
 
     async def check(self, endpoint: Endpoint) -> bool:
         """GET /models: opens a connection (warm-up) and tells the breaker whether it works."""
-        now = time.monotonic()
-        key = endpoint.key(now)
+        permit = endpoint.breaker.allow()
+        if permit is None:
+            return False
+        key = endpoint.key(time.monotonic())
         if key is None:
+            permit.abandon()
             return False
         loop = asyncio.get_running_loop()
+        endpoint.in_flight += 1
         try:
             await endpoint.client.call(
                 "GET", "/models", None, loop.time() + 5.0, api_key=key.secret
             )
         except UpstreamError as error:
             if error.reason in ("UPSTREAM_AUTH", "UPSTREAM_INSUFFICIENT_BALANCE"):
-                self.eject(endpoint, key, error)
+                permit.record(failed=False)  # the endpoint answered; the key is the problem
+                if self.live_keys() > 1:
+                    self.eject(endpoint, key, error)
                 return False
-            endpoint.breaker.record(failed=True)
+            permit.record(failed=True)
             log.warning("upstream %s failed its check: %s", endpoint.name, error.reason)
             return False
-        endpoint.breaker.record(failed=False)
+        finally:
+            endpoint.in_flight -= 1
+            permit.abandon()  # a no-op once recorded; covers cancellation and surprises
+        permit.record(failed=False)
         return True
 
     async def _keep_fresh(self) -> None:
@@ -282,6 +311,8 @@ class Pool:
                 or (e.breaker.state is State.CLOSED and now - e.last_used >= interval)
             ]
             for endpoint in due:
-                if endpoint.breaker.allow():
-                    endpoint.last_used = now
+                endpoint.last_used = now
+                try:
                     await self.check(endpoint)
+                except Exception:  # one bad check must not end the checking
+                    log.exception("checking upstream %s failed", endpoint.name)

@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, StatusCode
+
+from seekwire.server.telemetry.instruments import Instruments
+from seekwire.server.upstream.breaker import Permit
 from seekwire.server.upstream.budget import RetryBudget
 from seekwire.server.upstream.client import JSON, CallInfo
 from seekwire.server.upstream.errors import UpstreamError
@@ -34,8 +40,12 @@ RETRYABLE = frozenset(
     }
 )
 KEY_REJECTED = frozenset({"UPSTREAM_AUTH", "UPSTREAM_INSUFFICIENT_BALANCE"})
+# Outcomes that are the caller's doing, not the endpoint's.
+CALLER_OUTCOMES = frozenset({"DEADLINE_EXCEEDED"})
 # Failures that say the endpoint is unwell (for its breaker), as opposed to the request or account.
 ENDPOINT_FAILURES = RETRYABLE - {"UPSTREAM_RATE_LIMITED"} | {
+    "UPSTREAM_NOT_FOUND",
+    "UPSTREAM_QUEUE_TIMEOUT",
     "UPSTREAM_STALLED",
     "UPSTREAM_FIRST_BYTE_TIMEOUT",
     "UPSTREAM_TIMEOUT",
@@ -53,52 +63,68 @@ class RetryPolicy:
 
 
 class ResilientUpstream:
-    def __init__(self, pool: Pool, policy: RetryPolicy, budget: RetryBudget) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        policy: RetryPolicy,
+        budget: RetryBudget,
+        *,
+        tracer: trace.Tracer,
+        instruments: Instruments,
+    ) -> None:
         self.pool = pool
         self._policy = policy
         self._budget = budget
+        self._tracer = tracer
+        self._instruments = instruments
 
-    def _record(self, endpoint: Endpoint, key: UpstreamKey, error: UpstreamError | None) -> bool:
-        """Feeds the outcome to the breaker and the key; True when the key left rotation."""
+    def _record(
+        self, endpoint: Endpoint, key: UpstreamKey, permit: Permit, error: UpstreamError | None
+    ) -> bool:
+        """Settles the breaker permit and the key; True when the key left rotation."""
         if error is None:
-            endpoint.breaker.record(failed=False)
+            permit.record(failed=False)
         elif error.reason in KEY_REJECTED:
-            endpoint.breaker.record(failed=False)  # the endpoint answered; the key is the problem
+            permit.record(failed=False)  # the endpoint answered; the key is the problem
             if self.pool.live_keys() > 1:  # the last key is never ejected: it may recover
                 self.pool.eject(endpoint, key, error)
                 return True
         elif error.reason in ENDPOINT_FAILURES:
-            endpoint.breaker.record(failed=True)
+            permit.record(failed=True)
+        elif error.reason in CALLER_OUTCOMES:
+            permit.abandon()  # the caller's deadline says nothing about the endpoint
         else:
-            endpoint.breaker.record(failed=False)
+            permit.record(failed=False)
         return False
 
-    async def _again(
-        self, error: UpstreamError, attempt: int, deadline: float | None, ejected: bool
-    ) -> bool:
-        """Whether to make another attempt after `error`, waiting first as the policy says."""
-        if attempt >= self._policy.max_attempts:
-            return False
-        if error.reason in KEY_REJECTED:
-            return ejected  # straight to the next key; a lone key's 401/402 is the answer
-        if error.reason not in RETRYABLE or not self._budget.try_retry():
+    async def _again(self, error: UpstreamError, attempts: int, deadline: float | None) -> bool:
+        """Whether to retry after `error`, having waited as the policy says."""
+        if attempts >= self._policy.max_attempts or error.reason not in RETRYABLE:
             return False
         if error.retry_after is not None:
             if error.retry_after > self._policy.max_retry_after:
                 return False
             delay = error.retry_after
         else:
-            ceiling = min(self._policy.max_delay, self._policy.base_delay * 2 ** (attempt - 1))
+            ceiling = min(self._policy.max_delay, self._policy.base_delay * 2 ** (attempts - 1))
             delay = random.uniform(0, ceiling)
         loop = asyncio.get_running_loop()
         if deadline is not None and loop.time() + delay >= deadline:
             return False
+        if not self._budget.allows_retry():
+            return False
+        self._budget.spend()
         await asyncio.sleep(delay)
         return True
 
     def _fail(self, error: UpstreamError, attempt: int) -> UpstreamError:
         error.attempts = attempt
         return error
+
+    def _attempt(self, info: CallInfo, endpoint: Endpoint, attempt: int) -> _Attempt:
+        if attempt > 1:
+            self._instruments.upstream_retries.add(1, {"endpoint": endpoint.name})
+        return _Attempt(self._tracer, self._instruments, info, endpoint, attempt)
 
     async def call(
         self,
@@ -111,32 +137,50 @@ class ResilientUpstream:
         info = info or CallInfo()
         self._budget.request()
         avoid: set[str] = set()
-        attempt = 0
+        attempt = retries = 0  # every attempt; attempts that count against max_attempts
         while True:
             attempt += 1
+            retries += 1
             try:
-                endpoint, key = self.pool.pick(avoid)
+                endpoint, key, permit = self.pool.pick(avoid)
             except UpstreamError as error:
                 raise self._fail(error, attempt - 1) from None
             info.attempts, info.endpoint = attempt, endpoint.name
+            telemetry = self._attempt(info, endpoint, attempt)
             endpoint.in_flight += 1
+            failure: UpstreamError | None = None
             try:
                 result = await endpoint.client.call(
-                    method, path, endpoint.body_for(body), deadline, api_key=key.secret
+                    method,
+                    path,
+                    endpoint.body_for(body),
+                    deadline,
+                    api_key=key.secret,
+                    headers=telemetry.headers,
                 )
             except UpstreamError as error:
-                ejected = self._record(endpoint, key, error)
-                avoid.add(endpoint.name)
-                if not await self._again(error, attempt, deadline, ejected):
-                    raise self._fail(error, attempt) from None
-                continue
-            except BaseException:
-                endpoint.breaker.abandon()
-                raise
+                failure = error
+            else:
+                telemetry.observe(result)
+                telemetry.end(None)
+                self._record(endpoint, key, permit, None)
+                return result
             finally:
                 endpoint.in_flight -= 1
-            self._record(endpoint, key, None)
-            return result
+                if failure is None:  # settled already, or cancelled, or a surprise
+                    permit.abandon()
+                    telemetry.end(None, abandoned=True)
+            telemetry.end(failure)
+            self._record(endpoint, key, permit, failure)
+            avoid.add(endpoint.name)
+            if failure.reason in KEY_REJECTED and self._ejected(endpoint, key):
+                retries -= 1  # moving to the next key is not a retry of the request
+                continue
+            if not await self._again(failure, retries, deadline):
+                raise self._fail(failure, attempt) from None
+
+    def _ejected(self, endpoint: Endpoint, key: UpstreamKey) -> bool:
+        return key.ejected_until > time.monotonic()
 
     async def stream(
         self, path: str, body: bytes, deadline: float | None, info: CallInfo | None = None
@@ -144,43 +188,153 @@ class ResilientUpstream:
         info = info or CallInfo()
         self._budget.request()
         avoid: set[str] = set()
-        attempt = 0
+        attempt = retries = 0
         while True:
             attempt += 1
+            retries += 1
             try:
-                endpoint, key = self.pool.pick(avoid)
+                endpoint, key, permit = self.pool.pick(avoid)
             except UpstreamError as error:
                 raise self._fail(error, attempt - 1) from None
             info.attempts, info.endpoint = attempt, endpoint.name
+            telemetry = self._attempt(info, endpoint, attempt)
             endpoint.in_flight += 1
-            events = endpoint.client.stream(
-                path, endpoint.body_for(body) or b"", deadline, api_key=key.secret
-            )
+            failure: UpstreamError | None = None
             try:
+                events = endpoint.client.stream(
+                    path,
+                    endpoint.body_for(body) or b"",
+                    deadline,
+                    api_key=key.secret,
+                    headers=telemetry.headers,
+                )
                 async with aclosing(events):
                     try:
                         first = await anext(events)
                     except StopAsyncIteration:
-                        self._record(endpoint, key, None)
+                        telemetry.end(None)
+                        self._record(endpoint, key, permit, None)
                         return
                     except UpstreamError as error:
-                        ejected = self._record(endpoint, key, error)
-                        avoid.add(endpoint.name)
-                        if not await self._again(error, attempt, deadline, ejected):
+                        failure = error
+                    else:
+                        # Committed: from here on a failure ends the caller's stream, never a retry.
+                        try:
+                            telemetry.observe(first)
+                            yield first
+                            async for event in events:
+                                telemetry.observe(event)
+                                yield event
+                        except UpstreamError as error:
+                            telemetry.end(error)
+                            self._record(endpoint, key, permit, error)
                             raise self._fail(error, attempt) from None
-                        continue
-                    # Committed: from here on a failure ends the caller's stream, never a retry.
-                    try:
-                        yield first
-                        async for event in events:
-                            yield event
-                    except UpstreamError as error:
-                        self._record(endpoint, key, error)
-                        raise self._fail(error, attempt) from None
-                    self._record(endpoint, key, None)
-                    return
-            except (GeneratorExit, asyncio.CancelledError):
-                endpoint.breaker.abandon()
-                raise
+                        telemetry.end(None)
+                        self._record(endpoint, key, permit, None)
+                        return
             finally:
                 endpoint.in_flight -= 1
+                if failure is None:  # settled already, or cancelled, or a surprise
+                    permit.abandon()
+                    telemetry.end(None, abandoned=True)
+            telemetry.end(failure)
+            self._record(endpoint, key, permit, failure)
+            avoid.add(endpoint.name)
+            if failure.reason in KEY_REJECTED and self._ejected(endpoint, key):
+                retries -= 1
+                continue
+            if not await self._again(failure, retries, deadline):
+                raise self._fail(failure, attempt) from None
+
+
+class _Attempt:
+    """Telemetry of one upstream attempt: a CLIENT span named by the GenAI conventions
+    (`chat deepseek-v4-flash`), its `traceparent` for DeepSeek, and the attempt's metrics."""
+
+    __slots__ = (
+        "_attrs",
+        "_ended",
+        "_finish",
+        "_instruments",
+        "_response",
+        "_span",
+        "_started",
+        "_usage",
+        "headers",
+    )
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        instruments: Instruments,
+        info: CallInfo,
+        endpoint: Endpoint,
+        attempt: int,
+    ) -> None:
+        self._instruments = instruments
+        host = endpoint.client.host
+        self._attrs = {
+            "gen_ai.operation.name": info.operation or "chat",
+            "gen_ai.provider.name": "deepseek",
+            "server.address": host,
+            "seekwire.upstream.endpoint": endpoint.name,
+        }
+        name = f"{info.operation or 'chat'} {info.model}".strip()
+        self._span = tracer.start_span(
+            name,
+            context=info.trace_context,
+            kind=SpanKind.CLIENT,
+            attributes={
+                **self._attrs,
+                "gen_ai.request.model": info.model,
+                "seekwire.upstream.attempt": attempt,
+            },
+        )
+        self.headers: dict[str, str] = {}
+        propagate.inject(self.headers, context=trace.set_span_in_context(self._span))
+        self._started = time.perf_counter()
+        self._response: JSON = {}
+        self._finish: list[str] = []
+        self._usage: JSON | None = None
+        self._ended = False
+
+    def observe(self, event: JSON) -> None:
+        if "model" in event:
+            self._response = event
+        for choice in event.get("choices") or ():
+            if choice.get("finish_reason"):
+                self._finish.append(choice["finish_reason"])
+        if event.get("usage"):
+            self._usage = event["usage"]
+
+    def end(self, error: UpstreamError | None, *, abandoned: bool = False) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        span, attrs = self._span, dict(self._attrs)
+        model = str(self._response.get("model") or "")
+        if model:
+            attrs["gen_ai.response.model"] = model
+            span.set_attribute("gen_ai.response.model", model)
+            span.set_attribute("gen_ai.response.id", str(self._response.get("id") or ""))
+        if self._finish:
+            span.set_attribute("gen_ai.response.finish_reasons", self._finish)
+        if error is not None or abandoned:
+            kind = error.reason if error is not None else "CANCELLED"
+            attrs["error.type"] = kind
+            span.set_attribute("error.type", kind)
+            span.set_status(StatusCode.ERROR, kind)
+        if self._usage:
+            prompt = int(self._usage.get("prompt_tokens") or 0)
+            completion = int(self._usage.get("completion_tokens") or 0)
+            span.set_attribute("gen_ai.usage.input_tokens", prompt)
+            span.set_attribute("gen_ai.usage.output_tokens", completion)
+            usage = self._instruments.token_usage
+            usage.record(prompt, {**attrs, "gen_ai.token.type": "input"})
+            usage.record(completion, {**attrs, "gen_ai.token.type": "output"})
+        span.end()
+        self._instruments.operation_duration.record(time.perf_counter() - self._started, attrs)
+        outcome = attrs.get("error.type", "ok")
+        self._instruments.upstream_attempts.add(
+            1, {"endpoint": attrs["seekwire.upstream.endpoint"], "outcome": outcome}
+        )

@@ -1,0 +1,1 @@
+"""OpenTelemetry traces and metrics, the per-RPC record, and structured logs."""
