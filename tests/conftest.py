@@ -77,8 +77,9 @@ async def make_stack(fake: FakeDeepSeek) -> AsyncIterator[StackFactory]:
             "auth": False,  # admission has its own tests
             "metrics_listen": "",  # one Prometheus endpoint per process; its own test scrapes it
         }
+        telemetry = overrides.pop("telemetry", None)
         settings = Settings(**(fields | overrides))
-        gateway = Gateway(settings)
+        gateway = Gateway(settings, telemetry)
         port = await gateway.start()
         fake.requests.clear()  # the warm-up's GET /models; tests count what callers cause
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -195,7 +196,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
         while not target:
             line = (await process.stderr.readline()).decode()
             assert line, "seekwire exited before listening"
-            if match := re.search(r"listening on (\S+)", line):
+            if match := re.search(r"listening on ([0-9.:\[\]a-z]+:\d+)", line):
                 target = match.group(1)
     served = Served(process, target, api_key)
     served.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"

@@ -229,7 +229,7 @@ async def _serve(keys_file: str, redis_url: str) -> tuple[asyncio.subprocess.Pro
         while True:
             line = (await process.stderr.readline()).decode()
             assert line, "seekwire exited before listening"
-            if match := re.search(r"listening on (\S+)", line):
+            if match := re.search(r"listening on ([0-9.:\[\]a-z]+:\d+)", line):
                 return process, match.group(1)
 
 

@@ -16,6 +16,7 @@ from seekwire.client import cli as client_cli
 from seekwire.server import config, keys_cli
 from seekwire.server.app import Gateway
 from seekwire.server.fake import FakeDeepSeek
+from seekwire.server.telemetry import logs
 
 NO_KEY = """\
 seekwire: no DeepSeek API key.
@@ -117,9 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (settings.deepseek_api_key or settings.fake_upstream or settings.upstreams_file):
         print(NO_KEY, file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format)
     try:
         return asyncio.run(_serve(settings))
     except OSError as exc:

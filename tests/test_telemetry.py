@@ -1,0 +1,212 @@
+"""Traces, metrics and logs: asserted with in-memory readers, a scrape of the real endpoint, and
+the JSON log lines of a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from typing import Any
+
+import grpc
+import orjson
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from seekwire.server.fake import Behavior
+from seekwire.server.telemetry.setup import Telemetry
+from seekwire.v1 import chat_pb2
+from tests.conftest import UPSTREAM_KEY, Served, Stack, StackFactory, refused
+from tests.test_chat import chat_request
+from tests.test_converse import open_conversation, say, turn
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
+class Observed:
+    def __init__(self) -> None:
+        self.spans = InMemorySpanExporter()
+        self.metrics = InMemoryMetricReader()
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.telemetry = Telemetry(tracer_provider, MeterProvider(metric_readers=[self.metrics]))
+
+    def finished(self, name: str) -> list[ReadableSpan]:
+        return [s for s in self.spans.get_finished_spans() if s.name == name]
+
+    def points(self, metric: str) -> list[Any]:
+        data = self.metrics.get_metrics_data()
+        found = []
+        for resource in data.resource_metrics if data else ():
+            for scope in resource.scope_metrics:
+                for m in scope.metrics:
+                    if m.name == metric:
+                        found.extend(m.data.data_points)
+        return found
+
+
+@pytest.fixture
+async def observed(make_stack: StackFactory) -> tuple[Stack, Observed]:
+    seen = Observed()
+    stack = await make_stack(telemetry=seen.telemetry, retry_base_delay=0.01)
+    return stack, seen
+
+
+async def test_server_and_client_spans_with_genai_attributes(
+    observed: tuple[Stack, Observed],
+) -> None:
+    stack, seen = observed
+    await stack.chat.CreateChatCompletion(
+        chat_request(thinking={"type": "disabled"}), metadata=(("traceparent", TRACEPARENT),)
+    )
+    (server,) = seen.finished("seekwire.v1.ChatService/CreateChatCompletion")
+    (client,) = seen.finished("chat deepseek-v4-flash")
+    assert server.kind is SpanKind.SERVER
+    assert format(server.context.trace_id, "032x") == TRACE_ID  # the caller's trace continues
+    assert server.parent is not None
+    assert format(server.parent.span_id, "016x") == "00f067aa0ba902b7"
+    assert server.attributes["rpc.grpc.status_code"] == 0
+    assert client.kind is SpanKind.CLIENT
+    assert client.parent is not None
+    assert client.parent.span_id == server.context.span_id
+    attributes = dict(client.attributes or {})
+    assert attributes["gen_ai.operation.name"] == "chat"
+    assert attributes["gen_ai.provider.name"] == "deepseek"
+    assert attributes["gen_ai.request.model"] == "deepseek-v4-flash"
+    assert attributes["gen_ai.response.model"] == "deepseek-v4-flash"
+    assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert attributes["gen_ai.usage.output_tokens"] == 8
+    assert attributes["gen_ai.usage.input_tokens"] > 0
+    assert attributes["server.address"] == "127.0.0.1"
+    assert attributes["seekwire.upstream.attempt"] == 1
+    # DeepSeek receives the trace context of the attempt's span.
+    sent = stack.fake.requests[-1].headers["traceparent"]
+    assert sent.split("-")[1] == TRACE_ID
+    assert sent.split("-")[2] == format(client.context.span_id, "016x")
+
+
+async def test_each_attempt_is_a_span_and_errors_are_marked(
+    observed: tuple[Stack, Observed],
+) -> None:
+    stack, seen = observed
+    stack.fake.push(Behavior(status=503))
+    await stack.chat.CreateChatCompletion(chat_request())
+    attempts = sorted(seen.finished("chat deepseek-v4-flash"), key=lambda s: s.start_time or 0)
+    assert [s.attributes["seekwire.upstream.attempt"] for s in attempts] == [1, 2]
+    assert attempts[0].attributes["error.type"] == "UPSTREAM_OVERLOADED"
+    assert "error.type" not in (attempts[1].attributes or {})
+    outcomes = {p.attributes["outcome"]: p.value for p in seen.points("seekwire.upstream.attempts")}
+    assert outcomes == {"UPSTREAM_OVERLOADED": 1, "ok": 1}
+    assert sum(p.value for p in seen.points("seekwire.upstream.retries")) == 1
+    (server,) = seen.finished("seekwire.v1.ChatService/CreateChatCompletion")
+    assert server.attributes["seekwire.upstream.attempts"] == 2
+
+
+async def test_rpc_metrics_ttft_and_tokens(observed: tuple[Stack, Observed]) -> None:
+    stack, seen = observed
+    _ = [c async for c in stack.chat.StreamChatCompletion(chat_request())]
+    await refused(stack.chat.CreateChatCompletion(chat_request(temperature=9)))
+    durations = {
+        (p.attributes["rpc.method"], p.attributes["rpc.grpc.status_code"]): p.count
+        for p in seen.points("rpc.server.call.duration")
+    }
+    assert durations[("/seekwire.v1.ChatService/StreamChatCompletion", "OK")] == 1
+    assert durations[("/seekwire.v1.ChatService/CreateChatCompletion", "INVALID_ARGUMENT")] == 1
+    assert sum(p.count for p in seen.points("gen_ai.server.time_to_first_token")) == 1
+    assert sum(p.count for p in seen.points("gen_ai.server.time_per_output_token")) == 1
+    tokens = {
+        p.attributes["gen_ai.token.type"]: p.sum for p in seen.points("gen_ai.client.token.usage")
+    }
+    assert tokens["output"] == 12  # 4 reasoning + 8 answer tokens
+    assert tokens["input"] > 0
+    assert sum(p.count for p in seen.points("gen_ai.client.operation.duration")) == 1
+    states = {p.attributes["endpoint"]: p.value for p in seen.points("seekwire.breaker.state")}
+    assert states == {"deepseek": 0}
+
+
+async def test_converse_turns_are_child_spans(observed: tuple[Stack, Observed]) -> None:
+    stack, seen = observed
+    call, _ = await open_conversation(stack)
+    await call.write(say("hi"))
+    await turn(call)
+    await call.done_writing()
+    assert await call.read() is grpc.aio.EOF
+    await call.code()
+    (rpc,) = seen.finished("seekwire.v1.ChatService/Converse")
+    (turn_span,) = seen.finished("converse turn")
+    (client,) = seen.finished("chat deepseek-v4-flash")
+    assert turn_span.parent is not None
+    assert turn_span.parent.span_id == rpc.context.span_id
+    assert client.parent is not None
+    assert client.parent.span_id == turn_span.context.span_id
+    assert turn_span.attributes["seekwire.turn_id"] == "turn-1"
+
+
+async def test_rate_limit_rejections_are_counted(make_stack: StackFactory, tmp_path: Any) -> None:
+    from seekwire.server.auth.keys import KeyFile
+    from seekwire.server.caller import Limits
+    from tests.test_auth import with_key
+
+    seen = Observed()
+    keys = KeyFile(tmp_path / "keys.json", check_interval=0)
+    key, _ = keys.create("svc", limits=Limits(rpm=1))
+    stack = await make_stack(telemetry=seen.telemetry, auth=True, keys_file=str(keys.path))
+    await stack.chat.CreateChatCompletion(chat_request(), metadata=with_key(key))
+    await refused(stack.chat.CreateChatCompletion(chat_request(), metadata=with_key(key)))
+    assert [
+        (p.attributes["limit"], p.value) for p in seen.points("seekwire.ratelimit.rejections")
+    ] == [("rpm", 1)]
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback)
+        return str(response.read().decode())
+
+
+async def test_prometheus_endpoint_and_json_logs_without_secrets(served: Served) -> None:
+    from seekwire.client import AsyncClient
+
+    prompt = "the secret recipe is 42 parts thyme"
+    async with AsyncClient.connect(served.target, api_key=served.api_key) as client:
+        await client.chat(prompt)
+        _ = [c async for c in client.stream_chat(prompt)]
+    text = await asyncio.to_thread(_scrape, served.metrics_url)
+    for name in (
+        "rpc_server_call_duration_seconds_bucket",
+        "gen_ai_client_operation_duration_seconds_bucket",
+        "gen_ai_client_token_usage",
+        "gen_ai_server_time_to_first_token_seconds_bucket",
+        "seekwire_upstream_attempts",
+        "seekwire_breaker_state",
+        "rpc_server_active_calls",
+    ):
+        assert name in text, name
+    await asyncio.sleep(0.2)
+    lines = [orjson.loads(line) for line in served.log if line.startswith("{")]
+    access = [line for line in lines if line["logger"] == "seekwire.access"]
+    assert {line["method"] for line in access} >= {
+        "/seekwire.v1.ChatService/CreateChatCompletion",
+        "/seekwire.v1.ChatService/StreamChatCompletion",
+    }
+    unary = next(line for line in access if line["method"].endswith("CreateChatCompletion"))
+    assert unary["code"] == "OK"
+    assert unary["principal"] == "tests"
+    assert unary["model"] == "deepseek-v4-flash"
+    assert unary["output_tokens"] > 0
+    assert unary["attempts"] == 1
+    assert len(unary["trace_id"]) == 32
+    everything = "".join(served.log) + text
+    assert prompt not in everything
+    assert served.api_key not in everything
+    assert served.api_key.split("-")[-1] not in everything
+    assert UPSTREAM_KEY not in everything
+    assert "sk-seekwire-fake-upstream" not in everything
+
+
+def test_message_types_are_what_the_interceptor_expects() -> None:
+    assert chat_pb2.ConverseResponse.DESCRIPTOR.oneofs_by_name["event"]
