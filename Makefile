@@ -59,6 +59,7 @@ run: $(STAMP)
 	  exec $(BIN)/seekwire serve --fake-upstream; else exec $(BIN)/seekwire serve; fi
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet matplotlib
 	$(BIN)/python -m bench
 
 clean:

@@ -121,10 +121,19 @@ class ResilientUpstream:
         error.attempts = attempt
         return error
 
-    def _attempt(self, info: CallInfo, endpoint: Endpoint, attempt: int) -> _Attempt:
+    def _begin(
+        self, info: CallInfo, avoid: set[str], attempt: int
+    ) -> tuple[Endpoint, UpstreamKey, Permit, _Attempt]:
+        """Picks where attempt number `attempt` goes and starts its telemetry."""
+        try:
+            endpoint, key, permit = self.pool.pick(avoid)
+        except UpstreamError as error:
+            raise self._fail(error, attempt - 1) from None
+        info.attempts, info.endpoint = attempt, endpoint.name
         if attempt > 1:
             self._instruments.upstream_retries.add(1, {"endpoint": endpoint.name})
-        return _Attempt(self._tracer, self._instruments, info, endpoint, attempt)
+        endpoint.in_flight += 1
+        return endpoint, key, permit, _Attempt(self._tracer, self._instruments, info, endpoint, attempt)
 
     async def call(
         self,
@@ -141,13 +150,7 @@ class ResilientUpstream:
         while True:
             attempt += 1
             retries += 1
-            try:
-                endpoint, key, permit = self.pool.pick(avoid)
-            except UpstreamError as error:
-                raise self._fail(error, attempt - 1) from None
-            info.attempts, info.endpoint = attempt, endpoint.name
-            telemetry = self._attempt(info, endpoint, attempt)
-            endpoint.in_flight += 1
+            endpoint, key, permit, telemetry = self._begin(info, avoid, attempt)
             failure: UpstreamError | None = None
             try:
                 result = await endpoint.client.call(
@@ -192,13 +195,7 @@ class ResilientUpstream:
         while True:
             attempt += 1
             retries += 1
-            try:
-                endpoint, key, permit = self.pool.pick(avoid)
-            except UpstreamError as error:
-                raise self._fail(error, attempt - 1) from None
-            info.attempts, info.endpoint = attempt, endpoint.name
-            telemetry = self._attempt(info, endpoint, attempt)
-            endpoint.in_flight += 1
+            endpoint, key, permit, telemetry = self._begin(info, avoid, attempt)
             failure: UpstreamError | None = None
             try:
                 events = endpoint.client.stream(

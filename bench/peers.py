@@ -1,0 +1,90 @@
+"""The processes under test: the fake DeepSeek, seekwire and LiteLLM's proxy, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+BENCH = Path(__file__).parent
+LITELLM_VENV = BENCH / ".litellm-venv"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@contextlib.asynccontextmanager
+async def process(
+    *args: str, ready: str, env: dict[str, str] | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env
+    )
+    assert proc.stdout is not None
+    async with asyncio.timeout(120):
+        while ready not in (line := (await proc.stdout.readline()).decode(errors="replace")):
+            if not line:
+                raise RuntimeError(f"{args[:3]} exited before it was ready")
+    drain = asyncio.create_task(proc.stdout.read())
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        await proc.wait()
+        drain.cancel()
+
+
+def litellm() -> Path | None:
+    """LiteLLM's proxy in a venv of its own (its dependencies are not seekwire's); None when it
+    cannot be installed here."""
+    executable = LITELLM_VENV / "bin" / "litellm"
+    if not executable.exists():
+        print("installing LiteLLM's proxy into bench/.litellm-venv (once) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        pip = [str(LITELLM_VENV / "bin" / "pip"), "install", "-q", "litellm[proxy]"]
+        if subprocess.run(pip, check=False).returncode != 0:
+            shutil.rmtree(LITELLM_VENV, ignore_errors=True)
+            return None
+    return executable
+
+
+LITELLM_MASTER_KEY = "sk-bench-" + "0123456789abcdef" * 4
+
+
+def litellm_config(path: Path, fake_url: str) -> Path:
+    """deepseek/ provider at the fake; a master key, so LiteLLM authenticates each call too."""
+    path.write_text(
+        "general_settings:\n"
+        f"  master_key: {LITELLM_MASTER_KEY}\n"
+        "model_list:\n"
+        "  - model_name: deepseek-v4-flash\n"
+        "    litellm_params:\n"
+        "      model: deepseek/deepseek-v4-flash\n"
+        f"      api_base: {fake_url}\n"
+        "      api_key: sk-bench\n"
+        "litellm_settings:\n"
+        "  drop_params: true\n"
+        "  telemetry: false\n"
+    )
+    return path
