@@ -251,7 +251,7 @@ async def main(args: argparse.Namespace) -> None:
                 str(ll_port),
                 "--host",
                 "127.0.0.1",
-                ready="Uvicorn running",
+                port=ll_port,
                 env=ll_env,
             ) as ll:
                 ll_url = f"http://127.0.0.1:{ll_port}"

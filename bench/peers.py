@@ -34,19 +34,36 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+async def _listening(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
 @contextlib.asynccontextmanager
 async def process(
-    *args: str, ready: str, env: dict[str, str] | None = None
+    *args: str, ready: str = "", port: int = 0, env: dict[str, str] | None = None
 ) -> AsyncIterator[asyncio.subprocess.Process]:
+    """Runs a peer until the block ends; ready when it prints `ready` or accepts on `port`."""
     proc = await asyncio.create_subprocess_exec(
         *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env
     )
     assert proc.stdout is not None
-    async with asyncio.timeout(120):
-        while ready not in (line := (await proc.stdout.readline()).decode(errors="replace")):
-            if not line:
-                raise RuntimeError(f"{args[:3]} exited before it was ready")
-    drain = asyncio.create_task(proc.stdout.read())
+    async with asyncio.timeout(180):
+        if port:
+            drain = asyncio.create_task(proc.stdout.read())
+            while not await _listening(port):
+                if proc.returncode is not None:
+                    raise RuntimeError(f"{args[:3]} exited before it was ready")
+                await asyncio.sleep(0.5)
+        else:
+            while ready not in (line := (await proc.stdout.readline()).decode(errors="replace")):
+                if not line:
+                    raise RuntimeError(f"{args[:3]} exited before it was ready")
+            drain = asyncio.create_task(proc.stdout.read())
     try:
         yield proc
     finally:
