@@ -120,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logs.configure(settings.log_level, settings.log_format)
     try:
+        if settings.event_loop == "uvloop":
+            import uvloop
+
+            return uvloop.run(_serve(settings))
         return asyncio.run(_serve(settings))
     except OSError as exc:
         print(f"seekwire: {exc}", file=sys.stderr)

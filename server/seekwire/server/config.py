@@ -136,6 +136,7 @@ class Settings:
     )
     shutdown_grace: float = _setting(30.0, "seconds in-flight RPCs may take to finish on shutdown")
     reflection: bool = _setting(True, "serve gRPC server reflection")
+    event_loop: str = _setting("uvloop", "uvloop (libuv, faster) or asyncio (the standard loop)")
     log_level: str = _setting("info", "debug, info, warning or error")
     log_format: str = _setting("json", "json (one object per line) or text")
     metrics_listen: str = _setting(
@@ -288,6 +289,8 @@ def validate(settings: Settings) -> None:
         parse_model_limits(settings.model_limits)
     except ValueError as exc:
         problems.append(f"model_limits: {exc}")
+    if settings.event_loop not in ("uvloop", "asyncio"):
+        problems.append(f"event_loop: uvloop or asyncio, got {settings.event_loop!r}")
     if settings.log_format not in ("json", "text"):
         problems.append(f"log_format: json or text, got {settings.log_format!r}")
     if settings.otel_traces_exporter not in ("none", "console", "otlp-grpc", "otlp-http"):
