@@ -132,8 +132,9 @@ class ResilientUpstream:
         info.attempts, info.endpoint = attempt, endpoint.name
         if attempt > 1:
             self._instruments.upstream_retries.add(1, {"endpoint": endpoint.name})
+        telemetry = _Attempt(self._tracer, self._instruments, info, endpoint, attempt)
         endpoint.in_flight += 1
-        return endpoint, key, permit, _Attempt(self._tracer, self._instruments, info, endpoint, attempt)
+        return endpoint, key, permit, telemetry
 
     async def call(
         self,
