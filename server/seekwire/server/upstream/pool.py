@@ -145,7 +145,7 @@ class Pool:
         self.endpoints: dict[str, Endpoint] = {}
         self._health: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
-        self.stats: dict[str, int] = {"keys_ejected": 0, "reloads": 0}
+        self.stats: dict[str, int] = {"keys_ejected": 0}
 
     def _new(self, config: EndpointConfig) -> Endpoint:
         s = self._settings
@@ -200,7 +200,6 @@ class Pool:
                 endpoint = self._new(config)
                 await endpoint.client.start()
                 self.endpoints[name] = endpoint
-        self.stats["reloads"] += 1
         log.info("upstream endpoints reloaded: %s", ", ".join(sorted(self.endpoints)))
 
     def pick(self, avoid: set[str]) -> tuple[Endpoint, UpstreamKey, Permit]:
