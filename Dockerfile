@@ -19,8 +19,9 @@ USER 10001
 ENV SEEKWIRE_LISTEN=0.0.0.0:50051 \
     SEEKWIRE_DRAIN_DELAY=10 \
     SEEKWIRE_KEYS_FILE=/var/lib/seekwire/keys.json \
+    SEEKWIRE_METRICS_LISTEN=0.0.0.0:9464 \
     PYTHONUNBUFFERED=1
-EXPOSE 50051
+EXPOSE 50051 9464
 # Exits 0 only when grpc.health.v1 answers SERVING (NOT_SERVING while draining).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import grpc,sys;from grpc_health.v1 import health_pb2 as h,health_pb2_grpc as g;c=grpc.insecure_channel('127.0.0.1:50051');r=g.HealthStub(c).Check(h.HealthCheckRequest(),timeout=2);sys.exit(r.status!=h.HealthCheckResponse.SERVING)"]
