@@ -11,6 +11,7 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from seekwire.server.upstream.errors import UpstreamError
+from seekwire.v1 import chat_pb2
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,16 @@ def _known_fields(descriptor: Descriptor, data: Any, path: str) -> Any:
                 value = _known_fields(child_type, value, child)
         known[key] = value
     return known
+
+
+def usage_of(response: Any) -> Any:
+    """The Usage a response carries: a completion's, a stream's finish chunk's, or a Converse
+    turn_end's; None when it carries none."""
+    if isinstance(response, chat_pb2.ConverseResponse):
+        return response.turn_end.usage if response.HasField("turn_end") else None
+    if "usage" in response.DESCRIPTOR.fields_by_name and response.HasField("usage"):
+        return response.usage
+    return None
 
 
 def _report(name: str) -> None:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from seekwire.server.caller import current_caller
+from seekwire.server.convert import usage_of
 from seekwire.server.errors import GatewayError
 from seekwire.server.interceptors.auth import HEALTH_PREFIX, REFLECTION_PREFIX
 from seekwire.server.interceptors.wrapping import (
@@ -16,14 +17,6 @@ from seekwire.server.interceptors.wrapping import (
     abort,
 )
 from seekwire.server.limits import Admission, RateLimits, estimate_request, set_current_limits
-
-
-def _usage_tokens(response: Any) -> int | None:
-    """Total tokens a response reports (a completion, or a stream's usage chunk)."""
-    usage = getattr(response, "usage", None)
-    if usage is not None and response.HasField("usage"):
-        return int(usage.total_tokens)
-    return None
 
 
 class LimitsInterceptor(WrappingInterceptor):
@@ -54,9 +47,9 @@ class LimitsInterceptor(WrappingInterceptor):
                 await abort(context, error)
             try:
                 response = await behavior(request, context)
-                tokens = _usage_tokens(response)
-                if tokens is not None:
-                    await admission.settle(tokens)
+                usage = usage_of(response)
+                if usage is not None:
+                    await admission.settle(usage.total_tokens)
                 return response
             finally:
                 await admission.release()
@@ -73,9 +66,10 @@ class LimitsInterceptor(WrappingInterceptor):
                 await abort(context, error)
             try:
                 async for response in behavior(request, context):
-                    tokens = None if request_streaming else _usage_tokens(response)
-                    if tokens is not None:
-                        await admission.settle(tokens)
+                    # Converse settles each turn itself.
+                    usage = None if request_streaming else usage_of(response)
+                    if usage is not None:
+                        await admission.settle(usage.total_tokens)
                     yield response
             finally:
                 await admission.release()

@@ -15,6 +15,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode, format_trace_id
 
 from seekwire.server.caller import current_caller
+from seekwire.server.convert import usage_of
 from seekwire.server.interceptors.auth import HEALTH_PREFIX
 from seekwire.server.interceptors.wrapping import Context, Streaming, Unary, WrappingInterceptor
 from seekwire.server.telemetry.instruments import Instruments
@@ -38,14 +39,6 @@ def _has_token(response: Any) -> bool:
         if getattr(choice, "text", ""):
             return True
     return False
-
-
-def _usage_of(response: Any) -> Any:
-    if isinstance(response, chat_pb2.ConverseResponse):
-        return response.turn_end.usage if response.HasField("turn_end") else None
-    if hasattr(response, "usage") and response.HasField("usage"):
-        return response.usage
-    return None
 
 
 class TelemetryInterceptor(WrappingInterceptor):
@@ -126,7 +119,7 @@ class TelemetryInterceptor(WrappingInterceptor):
             span, record = self._begin(context, method, None if request_streaming else request)
             try:
                 response = await behavior(request, context)
-                usage = _usage_of(response)
+                usage = usage_of(response)
                 if usage is not None:
                     record.finish_usage(usage)
                     record.first_token = time.perf_counter()
@@ -149,7 +142,7 @@ class TelemetryInterceptor(WrappingInterceptor):
                 async for response in behavior(request, context):
                     if record.first_token is None and _has_token(response):
                         record.first_token = time.perf_counter()
-                    usage = _usage_of(response)
+                    usage = usage_of(response)
                     if usage is not None:
                         record.finish_usage(usage)
                     yield response
