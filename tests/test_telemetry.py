@@ -1,4 +1,4 @@
-"""Traces, metrics and logs: asserted with in-memory readers, a scrape of the real endpoint, and
+"""Traces, metrics and logs: asserted with in-memory spans, collected metrics, a scrape of the real endpoint, and
 the JSON log lines of a real process."""
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from typing import Any
 import grpc
 import orjson
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -31,18 +29,16 @@ TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 class Observed:
     def __init__(self) -> None:
         self.spans = InMemorySpanExporter()
-        self.metrics = InMemoryMetricReader()
         tracer_provider = TracerProvider()
         tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
-        self.telemetry = Telemetry(tracer_provider, MeterProvider(metric_readers=[self.metrics]))
+        self.telemetry = Telemetry(tracer_provider)
 
     def finished(self, name: str) -> list[ReadableSpan]:
         return [s for s in self.spans.get_finished_spans() if s.name == name]
 
     def points(self, metric: str) -> list[Any]:
-        data = self.metrics.get_metrics_data()
         found = []
-        for resource in data.resource_metrics if data else ():
+        for resource in self.telemetry.metrics.collect().resource_metrics:
             for scope in resource.scope_metrics:
                 for m in scope.metrics:
                     if m.name == metric:

@@ -23,6 +23,7 @@ from seekwire.server.interceptors.auth import AuthInterceptor
 from seekwire.server.interceptors.errors import ErrorInterceptor
 from seekwire.server.interceptors.limits import LimitsInterceptor
 from seekwire.server.interceptors.telemetry import TelemetryInterceptor
+from seekwire.server.interceptors.wrapping import Chain, WrappingInterceptor
 from seekwire.server.limits import RateLimits, parse_model_limits
 from seekwire.server.services.catalog import AccountService, ModelService
 from seekwire.server.services.chat import ChatService
@@ -153,18 +154,17 @@ class Gateway:
     """One gateway process: `await start()`, then `await drain()` to stop gracefully."""
 
     def __init__(self, settings: Settings, telemetry: Telemetry | None = None) -> None:
-        """`telemetry` is injected by tests (in-memory readers); by default it follows settings."""
+        """`telemetry` is injected by tests (in-memory spans); by default it follows settings."""
         self.settings = settings
         self._own_telemetry = telemetry is None
         self.telemetry = telemetry or build_telemetry(
             traces=settings.otel_traces_exporter,
-            metrics=settings.otel_metrics_exporter,
+            metrics_exporter=settings.otel_metrics_exporter,
             otlp_endpoint=settings.otel_endpoint,
             sampler_ratio=settings.otel_sampler_ratio,
             prometheus_listen=settings.metrics_listen,
         )
-        meter = self.telemetry.meter_provider.get_meter("seekwire")
-        self.instruments = Instruments(meter)
+        self.instruments = Instruments(self.telemetry.metrics)
         self.tracer = self.telemetry.tracer_provider.get_tracer("seekwire")
         self.port = 0
         self.fake: FakeDeepSeek | None = None
@@ -200,7 +200,6 @@ class Gateway:
             instruments=self.instruments,
         )
         self.instruments.observe(
-            self.telemetry.meter_provider.get_meter("seekwire"),
             breakers=lambda: [
                 (e.name, _BREAKER_GAUGE[e.breaker.state]) for e in pool.endpoints.values()
             ],
@@ -269,7 +268,7 @@ class Gateway:
     def _interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         """Outermost first: telemetry, auth, limits, then error mapping around the handlers."""
         settings = self.settings
-        interceptors: list[grpc.aio.ServerInterceptor] = [
+        interceptors: list[WrappingInterceptor] = [
             TelemetryInterceptor(self.tracer, self.instruments)
         ]
         if settings.auth:
@@ -312,7 +311,7 @@ class Gateway:
                 )
             )
         interceptors.append(ErrorInterceptor())
-        return interceptors
+        return [Chain(interceptors)]
 
     async def drain(self, *, delay: float | None = None) -> None:
         """NOT_SERVING first (Envoy stops routing here), then let in-flight RPCs finish."""

@@ -24,7 +24,6 @@ REFLECTION_PREFIX = "/grpc.reflection."
 
 class AuthInterceptor(WrappingInterceptor):
     def __init__(self, authenticator: Authenticator, *, reflection_public: bool) -> None:
-        super().__init__()
         self._authenticator = authenticator
         self._reflection_public = reflection_public
 

@@ -21,7 +21,6 @@ from seekwire.server.limits import Admission, RateLimits, estimate_request, set_
 
 class LimitsInterceptor(WrappingInterceptor):
     def __init__(self, limits: RateLimits) -> None:
-        super().__init__()
         self._limits = limits
 
     def skips(self, method: str) -> bool:

@@ -43,7 +43,6 @@ def _has_token(response: Any) -> bool:
 
 class TelemetryInterceptor(WrappingInterceptor):
     def __init__(self, tracer: trace.Tracer, instruments: Instruments) -> None:
-        super().__init__()
         self._tracer = tracer
         self._instruments = instruments
 
@@ -65,16 +64,15 @@ class TelemetryInterceptor(WrappingInterceptor):
         record.otel_context = trace.set_span_in_context(span, parent)
         record.trace_id = format_trace_id(span.get_span_context().trace_id)
         set_record(record)
-        self._instruments.rpc_active.add(1, {"rpc.method": method})
+        self._instruments.rpc_active.add(1, method)
         return span, record
 
     def _end(self, span: trace.Span, record: CallRecord, streaming: bool) -> None:
         now = time.perf_counter()
         duration = now - record.started
-        method = {"rpc.method": record.method}
         instruments = self._instruments
-        instruments.rpc_active.add(-1, method)
-        instruments.rpc_duration.record(duration, {**method, "rpc.grpc.status_code": record.code})
+        instruments.rpc_active.add(-1, record.method)
+        instruments.rpc_duration.record(duration, record.method, record.code)
         span.set_attribute("rpc.grpc.status_code", _CODES.get(record.code, 2))
         if record.attempts:
             span.set_attribute("seekwire.upstream.attempts", record.attempts)
@@ -83,7 +81,7 @@ class TelemetryInterceptor(WrappingInterceptor):
             span.set_status(StatusCode.ERROR, record.reason or record.code)
         span.end()
         if record.limit:
-            instruments.rate_limited.add(1, {"limit": record.limit})
+            instruments.rate_limited.add(1, record.limit)
         ttft = None
         if record.first_token is not None:
             ttft = record.first_token - record.started

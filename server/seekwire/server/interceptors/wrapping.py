@@ -1,8 +1,9 @@
-"""Base for interceptors that wrap every handler kind once per method, not once per call."""
+"""Layers that wrap every handler kind once per method, not once per call, and the one gRPC
+interceptor that applies them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeAlias, cast
 
 import grpc
@@ -58,14 +59,12 @@ async def abort(context: Context, error: GatewayError) -> None:
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
-class WrappingInterceptor(grpc.aio.ServerInterceptor):
+class WrappingInterceptor:
     """Subclasses say how to wrap a unary and a streaming behaviour of `method`;
-    `request_streaming` tells whether the behaviour's first argument is a request iterator."""
+    `request_streaming` tells whether the behaviour's first argument is a request iterator.
+    A `Chain` applies them."""
 
     skip: frozenset[str] = frozenset()  # method names left unwrapped
-
-    def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     def wrap_unary(self, behavior: Unary, method: str, request_streaming: bool) -> Unary:
         raise NotImplementedError
@@ -78,22 +77,42 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):
     def skips(self, method: str) -> bool:
         return method in self.skip
 
+
+def _rewrap_in(layer: WrappingInterceptor, handler: Handler, method: str) -> Handler:
+    return rewrap(
+        handler,
+        lambda b, rs: layer.wrap_unary(b, method, rs),
+        lambda b, rs: layer.wrap_streaming(b, method, rs),
+    )
+
+
+class Chain(grpc.aio.ServerInterceptor):
+    """The one gRPC interceptor: wraps each method's handler in every layer, outermost first,
+    once per method. grpc.aio awaits each interceptor on every call, so one for all is cheaper
+    than one per layer."""
+
+    def __init__(self, layers: Sequence[WrappingInterceptor]) -> None:
+        self._layers = tuple(layers)
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    def _wrap(self, handler: Handler, method: str) -> Handler:
+        for layer in reversed(self._layers):
+            if not layer.skips(method):
+                handler = _rewrap_in(layer, handler, method)
+        return handler
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
         method = handler_call_details.method
-        if handler is None or self.skips(method):
-            return handler
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = rewrap(
-            handler,
-            lambda b, rs: self.wrap_unary(b, method, rs),
-            lambda b, rs: self.wrap_streaming(b, method, rs),
-        )
+        wrapped = self._wrap(handler, method)
         self._wrapped[method] = (handler, wrapped)
         return wrapped

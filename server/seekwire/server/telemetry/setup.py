@@ -1,33 +1,30 @@
-"""Builds the OpenTelemetry providers from settings; tests pass their own (in-memory) instead."""
+"""Builds tracing and metrics from settings; tests pass their own (in-memory spans) instead."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, TraceIdRatioBased
 
-log = logging.getLogger(__name__)
+from seekwire.server.telemetry.export import OtlpPush, serve_prometheus
+from seekwire.server.telemetry.metrics import Metrics
 
 
 @dataclass
 class Telemetry:
     tracer_provider: TracerProvider
-    meter_provider: MeterProvider
-    # Stops the Prometheus endpoint's server, when there is one.
+    metrics: Metrics = field(default_factory=Metrics)
+    # Stop the Prometheus endpoint's server and the OTLP push, when there are some.
     closers: list[Any] = field(default_factory=list)
 
     def shutdown(self) -> None:
         for close in self.closers:
             close()
         self.tracer_provider.shutdown()
-        self.meter_provider.shutdown()
 
 
 def _span_exporter(kind: str, endpoint: str) -> Any:
@@ -59,33 +56,29 @@ def _metric_exporter(kind: str, endpoint: str) -> Any:
 def build(
     *,
     traces: str,
-    metrics: str,
+    metrics_exporter: str,
     otlp_endpoint: str,
     sampler_ratio: float,
     prometheus_listen: str,
 ) -> Telemetry:
-    """traces: none, console, otlp-grpc or otlp-http; metrics: none, otlp-grpc or otlp-http;
+    """traces: none, console, otlp-grpc or otlp-http; metrics_exporter: none, otlp-grpc or otlp-http;
     prometheus_listen: host:port of the /metrics endpoint ("" for none)."""
     resource = Resource.create({"service.name": "seekwire"})
-    tracer_provider = TracerProvider(
-        resource=resource, sampler=ParentBased(TraceIdRatioBased(sampler_ratio))
+    # With nowhere to send spans, none is recorded: trace ids still reach the logs and
+    # DeepSeek's traceparent, without the cost of building spans nobody reads.
+    sampler: Sampler = (
+        ALWAYS_OFF if traces == "none" else ParentBased(TraceIdRatioBased(sampler_ratio))
     )
+    tracer_provider = TracerProvider(resource=resource, sampler=sampler)
     if traces != "none":
         tracer_provider.add_span_processor(
             BatchSpanProcessor(_span_exporter(traces, otlp_endpoint))
         )
-    readers: list[MetricReader] = []
+    metrics = Metrics(resource)
     closers: list[Any] = []
     if prometheus_listen:
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from prometheus_client import start_http_server
-
-        host, _, port = prometheus_listen.rpartition(":")
-        readers.append(PrometheusMetricReader())
-        server, _ = start_http_server(int(port), addr=host)
-        closers.append(server.shutdown)
-        log.info("metrics on http://%s/metrics", prometheus_listen)
-    if metrics != "none":
-        readers.append(PeriodicExportingMetricReader(_metric_exporter(metrics, otlp_endpoint)))
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
-    return Telemetry(tracer_provider, meter_provider, closers)
+        closers.append(serve_prometheus(metrics, prometheus_listen).shutdown)
+    if metrics_exporter != "none":
+        push = OtlpPush(metrics, _metric_exporter(metrics_exporter, otlp_endpoint))
+        closers.append(push.close)
+    return Telemetry(tracer_provider, metrics, closers)

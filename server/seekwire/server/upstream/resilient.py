@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from seekwire.server.telemetry.instruments import Instruments
+from seekwire.server.telemetry.instruments import ATTEMPT, Instruments
 from seekwire.server.upstream.breaker import Permit
 from seekwire.server.upstream.budget import RetryBudget
 from seekwire.server.upstream.client import JSON, CallInfo
@@ -131,7 +131,7 @@ class ResilientUpstream:
             raise self._fail(error, attempt - 1) from None
         info.attempts, info.endpoint = attempt, endpoint.name
         if attempt > 1:
-            self._instruments.upstream_retries.add(1, {"endpoint": endpoint.name})
+            self._instruments.upstream_retries.add(1, endpoint.name)
         telemetry = _Attempt(self._tracer, self._instruments, info, endpoint, attempt)
         endpoint.in_flight += 1
         return endpoint, key, permit, telemetry
@@ -250,10 +250,10 @@ class _Attempt:
     (`chat deepseek-v4-flash`), its `traceparent` for DeepSeek, and the attempt's metrics."""
 
     __slots__ = (
-        "_attrs",
         "_ended",
         "_finish",
         "_instruments",
+        "_labels",
         "_response",
         "_span",
         "_started",
@@ -270,26 +270,26 @@ class _Attempt:
         attempt: int,
     ) -> None:
         self._instruments = instruments
-        host = endpoint.client.host
-        self._attrs = {
-            "gen_ai.operation.name": info.operation or "chat",
-            "gen_ai.provider.name": "deepseek",
-            "server.address": host,
-            "seekwire.upstream.endpoint": endpoint.name,
-        }
-        name = f"{info.operation or 'chat'} {info.model}".strip()
-        self._span = tracer.start_span(
-            name,
-            context=info.trace_context,
-            kind=SpanKind.CLIENT,
-            attributes={
-                **self._attrs,
-                "gen_ai.request.model": info.model,
-                "seekwire.upstream.attempt": attempt,
-            },
-        )
+        operation = info.operation or "chat"
+        self._labels = (operation, "deepseek", endpoint.client.host, endpoint.name)
+        parent = info.trace_context
         self.headers: dict[str, str] = {}
-        propagate.inject(self.headers, context=trace.set_span_in_context(self._span))
+        if parent is not None and not trace.get_current_span(parent).is_recording():
+            # An unsampled trace records no child either: DeepSeek gets the RPC's context.
+            self._span = trace.get_current_span(parent)
+            propagate.inject(self.headers, context=parent)
+        else:
+            self._span = tracer.start_span(
+                f"{operation} {info.model}".strip(),
+                context=parent,
+                kind=SpanKind.CLIENT,
+                attributes={
+                    **dict(zip(ATTEMPT, self._labels, strict=True)),
+                    "gen_ai.request.model": info.model,
+                    "seekwire.upstream.attempt": attempt,
+                },
+            )
+            propagate.inject(self.headers, context=trace.set_span_in_context(self._span))
         self._started = time.perf_counter()
         self._response: JSON = {}
         self._finish: list[str] = []
@@ -309,30 +309,28 @@ class _Attempt:
         if self._ended:
             return
         self._ended = True
-        span, attrs = self._span, dict(self._attrs)
+        span, instruments, labels = self._span, self._instruments, self._labels
         model = str(self._response.get("model") or "")
-        if model:
-            attrs["gen_ai.response.model"] = model
+        recording = span.is_recording()
+        if recording and model:
             span.set_attribute("gen_ai.response.model", model)
             span.set_attribute("gen_ai.response.id", str(self._response.get("id") or ""))
-        if self._finish:
+        if recording and self._finish:
             span.set_attribute("gen_ai.response.finish_reasons", self._finish)
+        kind = ""
         if error is not None or abandoned:
             kind = error.reason if error is not None else "CANCELLED"
-            attrs["error.type"] = kind
             span.set_attribute("error.type", kind)
             span.set_status(StatusCode.ERROR, kind)
         if self._usage:
             prompt = int(self._usage.get("prompt_tokens") or 0)
             completion = int(self._usage.get("completion_tokens") or 0)
-            span.set_attribute("gen_ai.usage.input_tokens", prompt)
-            span.set_attribute("gen_ai.usage.output_tokens", completion)
-            usage = self._instruments.token_usage
-            usage.record(prompt, {**attrs, "gen_ai.token.type": "input"})
-            usage.record(completion, {**attrs, "gen_ai.token.type": "output"})
+            if recording:
+                span.set_attribute("gen_ai.usage.input_tokens", prompt)
+                span.set_attribute("gen_ai.usage.output_tokens", completion)
+            instruments.token_usage.record(prompt, *labels, model, "input")
+            instruments.token_usage.record(completion, *labels, model, "output")
         span.end()
-        self._instruments.operation_duration.record(time.perf_counter() - self._started, attrs)
-        outcome = attrs.get("error.type", "ok")
-        self._instruments.upstream_attempts.add(
-            1, {"endpoint": attrs["seekwire.upstream.endpoint"], "outcome": outcome}
-        )
+        elapsed = time.perf_counter() - self._started
+        instruments.operation_duration.record(elapsed, *labels, model, kind)
+        instruments.upstream_attempts.add(1, labels[3], kind or "ok")
