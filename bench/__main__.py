@@ -23,6 +23,7 @@ from bench.peers import (
     free_port,
     litellm,
     litellm_config,
+    otlp_sink,
     process,
     rss_kib,
 )
@@ -103,26 +104,70 @@ class Gateway:
         await call.done_writing()
 
 
+async def measured(
+    name: str,
+    concurrency: int,
+    seconds: float,
+    pid: int | None,
+    *,
+    unary: Any = None,
+    streamed: Any = None,
+) -> Stats:
+    """A closed-loop run, with the gateway's CPU seconds and RSS when `pid` is given."""
+    before = cpu_seconds(pid) if pid else 0.0
+    stats = await closed_loop(name, concurrency, seconds, unary=unary, streamed=streamed)
+    if pid:
+        stats.cpu_seconds = cpu_seconds(pid) - before
+        stats.rss_kib = rss_kib(pid)
+    print(f"  {stats.name}: {stats.rps:,.0f}/s p50 {pct(stats.latencies, 0.5):.2f} ms", flush=True)
+    return stats
+
+
 async def scenarios(name: str, target: Any, seconds: float, pid: int | None) -> list[Stats]:
     runs = [
         ("unary c=1", 1, target.unary, None),
         ("unary c=50", 50, target.unary, None),
+        ("stream c=1", 1, None, target.stream),  # time to first token, unloaded
         ("stream c=20", 20, None, target.stream),
     ]
-    out = []
-    for label, concurrency, unary, streamed in runs:
-        before = cpu_seconds(pid) if pid else 0.0
-        stats = await closed_loop(
-            f"{name} {label}", concurrency, seconds, unary=unary, streamed=streamed
+    return [
+        await measured(f"{name} {label}", c, seconds, pid, unary=unary, streamed=streamed)
+        for label, c, unary, streamed in runs
+    ]
+
+
+async def with_spans_exported(
+    seekwire: list[str], env: dict[str, str], key: str, seconds: float
+) -> tuple[list[Stats], str]:
+    """A second gateway that records every span (sampler ratio 1) and sends them over OTLP/HTTP
+    to a sink in this process: what tracing costs when it is on."""
+    port = free_port()
+    async with otlp_sink() as sink:
+        traced_env = dict(
+            env,
+            SEEKWIRE_OTEL_TRACES_EXPORTER="otlp-http",
+            SEEKWIRE_OTEL_ENDPOINT=f"{sink.url}/v1/traces",
+            SEEKWIRE_METRICS_LISTEN=f"127.0.0.1:{free_port()}",
         )
-        if pid:
-            stats.cpu_seconds = cpu_seconds(pid) - before
-            stats.rss_kib = rss_kib(pid)
-        out.append(stats)
-        print(
-            f"  {stats.name}: {stats.rps:,.0f}/s p50 {pct(stats.latencies, 0.5):.2f} ms", flush=True
+        args = ("serve", "--listen", f"127.0.0.1:{port}", "--log-level", "info")
+        async with process(*seekwire, *args, ready="listening on", env=traced_env) as traced:
+            channels = [create_channel(f"127.0.0.1:{port}", api_key=key) for _ in range(16)]
+            gateway = Gateway(channels)
+            await gateway.unary()
+            rows = [
+                await measured(
+                    f"seekwire+spans {label}", c, seconds, traced.pid, unary=gateway.unary
+                )
+                for label, c in (("unary c=1", 1), ("unary c=50", 50))
+            ]
+            for channel in channels:
+                await channel.close()
+        await asyncio.sleep(6)  # the batch processor exports every 5 s
+        note = (
+            f"seekwire+spans: every span exported over OTLP/HTTP to a sink on loopback "
+            f"({sink.exports} exports, {sink.bytes / 1e6:.1f} MB received)."
         )
-    return out
+    return rows, note
 
 
 async def idle_streams(gateway: Gateway, pid: int, count: int) -> float:
@@ -238,6 +283,10 @@ async def main(args: argparse.Namespace) -> None:
         rows += await scenarios("direct", Http(http, fake_url), args.seconds, None)
         print("seekwire:", flush=True)
         rows += await scenarios("seekwire", gateway, args.seconds, gateway_process.pid)
+        print("seekwire, every span exported:", flush=True)
+        traced_rows, note = await with_spans_exported(seekwire, env, key, args.seconds)
+        rows += traced_rows
+        notes.append(note)
         executable = None if args.no_litellm else litellm()
         if executable is not None:
             config = litellm_config(RESULTS / "litellm.yaml", fake_url)
@@ -288,7 +337,7 @@ async def main(args: argparse.Namespace) -> None:
         for channel in channels:
             await channel.close()
     by = {r.name: r for r in rows}
-    for label in ("unary c=1", "unary c=50", "stream c=20"):
+    for label in ("unary c=1", "unary c=50", "stream c=1", "stream c=20"):
         floor = by[f"direct {label}"]
         for peer in ("seekwire", "litellm"):
             r = by.get(f"{peer} {label}")
@@ -296,6 +345,11 @@ async def main(args: argparse.Namespace) -> None:
                 notes.append(
                     f"{peer} {label}: overhead p50 {pct(r.latencies, 0.5) - pct(floor.latencies, 0.5):.2f} ms, "
                     f"p99 {pct(r.latencies, 0.99) - pct(floor.latencies, 0.99):.2f} ms"
+                )
+            if r is not None and r.ttfts and label == "stream c=1":
+                notes.append(
+                    f"{peer} {label}: time-to-first-token overhead p50 "
+                    f"{pct(r.ttfts, 0.5) - pct(floor.ttfts, 0.5):.2f} ms"
                 )
     if "litellm unary c=50" in by and by["litellm unary c=50"].rps:
         notes.append(

@@ -10,7 +10,10 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+
+from aiohttp import web
 
 BENCH = Path(__file__).parent
 LITELLM_VENV = BENCH / ".litellm-venv"
@@ -105,3 +108,32 @@ def litellm_config(path: Path, fake_url: str) -> Path:
         "  telemetry: false\n"
     )
     return path
+
+
+@dataclass
+class Sink:
+    url: str
+    exports: int = 0
+    bytes: int = 0
+
+
+@contextlib.asynccontextmanager
+async def otlp_sink() -> AsyncIterator[Sink]:
+    """An OTLP/HTTP receiver that counts what it gets and answers with an empty success."""
+    port = free_port()
+    sink = Sink(f"http://127.0.0.1:{port}")
+
+    async def receive(request: web.Request) -> web.Response:
+        sink.exports += 1
+        sink.bytes += len(await request.read())
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", receive)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield sink
+    finally:
+        await runner.cleanup()

@@ -125,6 +125,40 @@ async def test_rpc_metrics_ttft_and_tokens(observed: tuple[Stack, Observed]) -> 
     assert states == {"deepseek": 0}
 
 
+@pytest.mark.parametrize("capture", [False, True])
+async def test_prompts_and_answers_go_on_spans_only_when_opted_in(
+    make_stack: StackFactory, capture: bool
+) -> None:
+    seen = Observed()
+    stack = await make_stack(telemetry=seen.telemetry, otel_capture_content=capture)
+    prompt = [{"role": "user", "content": "[fake tokens=12] the secret is thyme"}]
+    answer = await stack.chat.CreateChatCompletion(chat_request(messages=prompt))
+    chunks = [c async for c in stack.chat.StreamChatCompletion(chat_request(messages=prompt))]
+    unary, streamed = sorted(
+        seen.finished("chat deepseek-v4-flash"), key=lambda s: s.start_time or 0
+    )
+    if not capture:
+        for span in (unary, streamed):
+            assert "gen_ai.input.messages" not in (span.attributes or {})
+            assert "gen_ai.output.messages" not in (span.attributes or {})
+        return
+    for span in (unary, streamed):
+        (message,) = orjson.loads(str((span.attributes or {})["gen_ai.input.messages"]))
+        assert message == {
+            "role": "user",
+            "parts": [{"type": "text", "content": "[fake tokens=12] the secret is thyme"}],
+        }
+    (said,) = orjson.loads(str((unary.attributes or {})["gen_ai.output.messages"]))
+    assert said["role"] == "assistant" and said["finish_reason"] == "stop"
+    by_type = {part["type"]: part["content"] for part in said["parts"]}
+    assert by_type["text"] == answer.choices[0].message.content
+    assert by_type["reasoning"] == answer.choices[0].message.reasoning_content
+    (streamed_said,) = orjson.loads(str((streamed.attributes or {})["gen_ai.output.messages"]))
+    text = "".join(c.choices[0].delta.content for c in chunks if c.choices)
+    assert {p["type"]: p["content"] for p in streamed_said["parts"]}["text"] == text
+    assert text
+
+
 async def test_converse_turns_are_child_spans(observed: tuple[Stack, Observed]) -> None:
     stack, seen = observed
     call, _ = await open_conversation(stack)

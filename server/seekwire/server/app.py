@@ -198,6 +198,7 @@ class Gateway:
             RetryBudget(ratio=settings.retry_budget_ratio),
             tracer=self.tracer,
             instruments=self.instruments,
+            capture_content=settings.otel_capture_content,
         )
         self.instruments.observe(
             breakers=lambda: [

@@ -152,6 +152,9 @@ class Settings:
     otel_sampler_ratio: float = _setting(
         1.0, "share of new traces sampled; callers' sampled flags are followed"
     )
+    otel_capture_content: bool = _setting(
+        False, "put prompts and answers on upstream spans (personal data: opt in knowingly)"
+    )
 
     @staticmethod
     def env_name(name: str) -> str:

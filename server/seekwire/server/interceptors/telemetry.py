@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -59,7 +59,7 @@ class TelemetryInterceptor(WrappingInterceptor):
             kind=SpanKind.SERVER,
             attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc},
         )
-        record = CallRecord(method, metadata.get("x-request-id") or uuid.uuid4().hex[:16])
+        record = CallRecord(method, metadata.get("x-request-id") or os.urandom(8).hex())
         record.model = str(getattr(request, "model", "") or "")
         record.otel_context = trace.set_span_in_context(span, parent)
         record.trace_id = format_trace_id(span.get_span_context().trace_id)

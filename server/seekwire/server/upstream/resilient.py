@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
 
+from seekwire.server.telemetry.content import Answer, input_messages
 from seekwire.server.telemetry.instruments import ATTEMPT, Instruments
 from seekwire.server.upstream.breaker import Permit
 from seekwire.server.upstream.budget import RetryBudget
@@ -71,8 +72,10 @@ class ResilientUpstream:
         *,
         tracer: trace.Tracer,
         instruments: Instruments,
+        capture_content: bool = False,
     ) -> None:
         self.pool = pool
+        self._capture_content = capture_content
         self._policy = policy
         self._budget = budget
         self._tracer = tracer
@@ -122,7 +125,7 @@ class ResilientUpstream:
         return error
 
     def _begin(
-        self, info: CallInfo, avoid: set[str], attempt: int
+        self, info: CallInfo, avoid: set[str], attempt: int, body: bytes | None
     ) -> tuple[Endpoint, UpstreamKey, Permit, _Attempt]:
         """Picks where attempt number `attempt` goes and starts its telemetry."""
         try:
@@ -132,7 +135,8 @@ class ResilientUpstream:
         info.attempts, info.endpoint = attempt, endpoint.name
         if attempt > 1:
             self._instruments.upstream_retries.add(1, endpoint.name)
-        telemetry = _Attempt(self._tracer, self._instruments, info, endpoint, attempt)
+        content = body if self._capture_content else None
+        telemetry = _Attempt(self._tracer, self._instruments, info, endpoint, attempt, content)
         endpoint.in_flight += 1
         return endpoint, key, permit, telemetry
 
@@ -151,7 +155,7 @@ class ResilientUpstream:
         while True:
             attempt += 1
             retries += 1
-            endpoint, key, permit, telemetry = self._begin(info, avoid, attempt)
+            endpoint, key, permit, telemetry = self._begin(info, avoid, attempt, body)
             failure: UpstreamError | None = None
             try:
                 result = await endpoint.client.call(
@@ -196,7 +200,7 @@ class ResilientUpstream:
         while True:
             attempt += 1
             retries += 1
-            endpoint, key, permit, telemetry = self._begin(info, avoid, attempt)
+            endpoint, key, permit, telemetry = self._begin(info, avoid, attempt, body)
             failure: UpstreamError | None = None
             try:
                 events = endpoint.client.stream(
@@ -250,6 +254,7 @@ class _Attempt:
     (`chat deepseek-v4-flash`), its `traceparent` for DeepSeek, and the attempt's metrics."""
 
     __slots__ = (
+        "_answer",
         "_ended",
         "_finish",
         "_instruments",
@@ -268,7 +273,9 @@ class _Attempt:
         info: CallInfo,
         endpoint: Endpoint,
         attempt: int,
+        content: bytes | None = None,
     ) -> None:
+        """`content`: the request body, when prompts and answers go on the span."""
         self._instruments = instruments
         operation = info.operation or "chat"
         self._labels = (operation, "deepseek", endpoint.client.host, endpoint.name)
@@ -290,6 +297,10 @@ class _Attempt:
                 },
             )
             propagate.inject(self.headers, context=trace.set_span_in_context(self._span))
+        self._answer: Answer | None = None
+        if content is not None and self._span.is_recording():
+            self._span.set_attribute("gen_ai.input.messages", input_messages(content))
+            self._answer = Answer()
         self._started = time.perf_counter()
         self._response: JSON = {}
         self._finish: list[str] = []
@@ -304,6 +315,8 @@ class _Attempt:
                 self._finish.append(choice["finish_reason"])
         if event.get("usage"):
             self._usage = event["usage"]
+        if self._answer is not None:
+            self._answer.observe(event)
 
     def end(self, error: UpstreamError | None, *, abandoned: bool = False) -> None:
         if self._ended:
@@ -317,6 +330,8 @@ class _Attempt:
             span.set_attribute("gen_ai.response.id", str(self._response.get("id") or ""))
         if recording and self._finish:
             span.set_attribute("gen_ai.response.finish_reasons", self._finish)
+        if self._answer is not None:
+            span.set_attribute("gen_ai.output.messages", self._answer.messages())
         kind = ""
         if error is not None or abandoned:
             kind = error.reason if error is not None else "CANCELLED"
