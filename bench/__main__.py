@@ -1,6 +1,7 @@
-"""`make bench`: seekwire against the floor (a direct HTTP call to the same fake DeepSeek) and
-LiteLLM's proxy pointed at that fake, side by side in one run; then seekwire alone for Converse,
-1,000 idle streams and a soak. Writes bench/results/latest.md and latest.png."""
+"""`make bench`: seekwire against the floor (a direct HTTP call to the same fake DeepSeek), the
+framework floor (bench/relay.py: grpc.aio and aiohttp with no features), seekwire with every
+span exported, and LiteLLM's proxy pointed at that fake, side by side in one run; then seekwire
+alone for Converse, 1,000 idle streams and a soak. Writes bench/results/latest.md and .png."""
 
 from __future__ import annotations
 
@@ -134,6 +135,18 @@ async def scenarios(name: str, target: Any, seconds: float, pid: int | None) -> 
         await measured(f"{name} {label}", c, seconds, pid, unary=unary, streamed=streamed)
         for label, c, unary, streamed in runs
     ]
+
+
+async def relay_scenarios(fake_url: str, seconds: float) -> list[Stats]:
+    """The same scenarios through bench/relay.py: grpc.aio and aiohttp with no features."""
+    port = free_port()
+    relay = (sys.executable, "-m", "bench.relay", f"127.0.0.1:{port}", fake_url)
+    async with process(*relay, ready="relay listening on") as proc:
+        channels = [create_channel(f"127.0.0.1:{port}") for _ in range(16)]
+        rows = await scenarios("relay", Gateway(channels), seconds, proc.pid)
+        for channel in channels:
+            await channel.close()
+    return rows
 
 
 async def with_spans_exported(
@@ -281,6 +294,8 @@ async def main(args: argparse.Namespace) -> None:
         await gateway.unary()
         print("direct (floor):", flush=True)
         rows += await scenarios("direct", Http(http, fake_url), args.seconds, None)
+        print("relay (framework floor):", flush=True)
+        rows += await relay_scenarios(fake_url, args.seconds)
         print("seekwire:", flush=True)
         rows += await scenarios("seekwire", gateway, args.seconds, gateway_process.pid)
         print("seekwire, every span exported:", flush=True)
@@ -339,7 +354,7 @@ async def main(args: argparse.Namespace) -> None:
     by = {r.name: r for r in rows}
     for label in ("unary c=1", "unary c=50", "stream c=1", "stream c=20"):
         floor = by[f"direct {label}"]
-        for peer in ("seekwire", "litellm"):
+        for peer in ("relay", "seekwire", "litellm"):
             r = by.get(f"{peer} {label}")
             if r is not None and r.latencies:
                 notes.append(

@@ -50,29 +50,48 @@ async def _listening(port: int) -> bool:
 async def process(
     *args: str, ready: str = "", port: int = 0, env: dict[str, str] | None = None
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """Runs a peer until the block ends; ready when it prints `ready` or accepts on `port`."""
+    """Runs a peer until the block ends; ready when it prints `ready` or accepts on `port`.
+    Once it is ready, `cat` drains its output (as a container runtime would): reading a
+    gateway's access log in the load generator would take CPU from it, and writing it to a
+    file costs the gateway more than a pipe."""
+    read_end, write_end = os.pipe()
+    env = dict(env or os.environ, PYTHONUNBUFFERED="1")  # readiness lines come at once
     proc = await asyncio.create_subprocess_exec(
-        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env
+        *args, stdout=write_end, stderr=subprocess.STDOUT, env=env
     )
-    assert proc.stdout is not None
-    async with asyncio.timeout(180):
-        if port:
-            drain = asyncio.create_task(proc.stdout.read())
-            while not await _listening(port):
-                if proc.returncode is not None:
-                    raise RuntimeError(f"{args[:3]} exited before it was ready")
-                await asyncio.sleep(0.5)
-        else:
-            while ready not in (line := (await proc.stdout.readline()).decode(errors="replace")):
-                if not line:
-                    raise RuntimeError(f"{args[:3]} exited before it was ready")
-            drain = asyncio.create_task(proc.stdout.read())
+    os.close(write_end)
+    drain: asyncio.subprocess.Process | None = None
     try:
+        async with asyncio.timeout(180):
+            if port:
+                while not await _listening(port):
+                    if proc.returncode is not None:
+                        raise RuntimeError(f"{args[:3]} exited before it was ready")
+                    await asyncio.sleep(0.5)
+            elif not await asyncio.to_thread(_wait_for, read_end, ready.encode()):
+                raise RuntimeError(f"{args[:3]} exited before it was ready")
+        drain = await asyncio.create_subprocess_exec(
+            "cat", stdin=read_end, stdout=subprocess.DEVNULL
+        )
         yield proc
     finally:
-        proc.terminate()
+        os.close(read_end)
+        if proc.returncode is None:
+            proc.terminate()
         await proc.wait()
-        drain.cancel()
+        if drain is not None:
+            await drain.wait()
+
+
+def _wait_for(fd: int, text: bytes) -> bool:
+    """Reads `fd` until `text` appears (True) or the writer exits (False)."""
+    seen = b""
+    while text not in seen:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return False
+        seen = seen[-len(text) :] + chunk
+    return True
 
 
 def litellm() -> Path | None:

@@ -10,15 +10,19 @@ from typing import Any
 import grpc
 import orjson
 import pytest
+from aiohttp import web
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from seekwire.server.fake import Behavior
+from seekwire.server.telemetry.export import OtlpPush
+from seekwire.server.telemetry.instruments import Instruments
+from seekwire.server.telemetry.metrics import Metrics
 from seekwire.server.telemetry.setup import Telemetry
 from seekwire.v1 import chat_pb2
-from tests.conftest import UPSTREAM_KEY, Served, Stack, StackFactory, refused
+from tests.conftest import UPSTREAM_KEY, Served, Stack, StackFactory, free_port, refused
 from tests.test_chat import chat_request
 from tests.test_converse import open_conversation, say, turn
 
@@ -149,7 +153,8 @@ async def test_prompts_and_answers_go_on_spans_only_when_opted_in(
             "parts": [{"type": "text", "content": "[fake tokens=12] the secret is thyme"}],
         }
     (said,) = orjson.loads(str((unary.attributes or {})["gen_ai.output.messages"]))
-    assert said["role"] == "assistant" and said["finish_reason"] == "stop"
+    assert said["role"] == "assistant"
+    assert said["finish_reason"] == "stop"
     by_type = {part["type"]: part["content"] for part in said["parts"]}
     assert by_type["text"] == answer.choices[0].message.content
     assert by_type["reasoning"] == answer.choices[0].message.reasoning_content
@@ -240,3 +245,51 @@ async def test_prometheus_endpoint_and_json_logs_without_secrets(served: Served)
 
 def test_message_types_are_what_the_interceptor_expects() -> None:
     assert chat_pb2.ConverseResponse.DESCRIPTOR.oneofs_by_name["event"]
+
+
+async def test_otlp_metrics_reach_a_collector_over_http() -> None:
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+
+    received: list[bytes] = []
+
+    async def collector(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    app = web.Application()
+    app.router.add_post("/v1/metrics", collector)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    metrics = Metrics()
+    instruments = Instruments(metrics)
+    instruments.rpc_duration.record(0.001, "/m", "OK")  # on a bound: counted in that bucket
+    instruments.rpc_duration.record(0.2, "/m", "OK")
+    instruments.upstream_attempts.add(1, "deepseek", "ok")
+    exporter = OTLPMetricExporter(endpoint=f"http://127.0.0.1:{port}/v1/metrics")
+    push = OtlpPush(metrics, exporter, interval=60)
+    await asyncio.to_thread(push.close)  # exports what is left before it stops
+    await runner.cleanup()
+
+    (body,) = received
+    sent = ExportMetricsServiceRequest.FromString(body)
+    found = {
+        m.name: m for r in sent.resource_metrics for scope in r.scope_metrics for m in scope.metrics
+    }
+    (point,) = found["rpc.server.call.duration"].histogram.data_points
+    assert point.count == 2
+    bounds = list(point.explicit_bounds)
+    assert point.bucket_counts[bounds.index(0.001)] == 1
+    assert point.bucket_counts[bounds.index(0.25)] == 1  # 0.2 is in (0.1, 0.25]
+    assert {a.key: a.value.string_value for a in point.attributes} == {
+        "rpc.method": "/m",
+        "rpc.grpc.status_code": "OK",
+    }
+    attempts = found["seekwire.upstream.attempts"].sum
+    assert attempts.is_monotonic
+    assert [p.as_int for p in attempts.data_points] == [1]
+    assert not found["rpc.server.active_calls"].sum.is_monotonic
