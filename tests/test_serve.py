@@ -93,3 +93,25 @@ async def test_sigterm_drains_a_stream_in_flight(served: Served) -> None:
         assert rest[-1].usage.completion_tokens == 34
         assert await stream.code() == grpc.StatusCode.OK
     assert await asyncio.wait_for(served.process.wait(), 15) == 0
+
+
+async def test_a_long_running_fake_keeps_only_its_latest_requests() -> None:
+    import aiohttp
+
+    from seekwire.server.fake import FakeDeepSeek
+
+    fake = FakeDeepSeek(keep_requests=3)
+    url = await fake.start()
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": "Bearer sk-any"}) as session:
+            for n in range(10):
+                body = {
+                    "model": "deepseek-v4-flash",
+                    "messages": [{"role": "user", "content": f"{n}"}],
+                }
+                async with session.post(f"{url}/chat/completions", json=body) as response:
+                    assert response.status == 200
+    finally:
+        await fake.stop()
+    assert 3 <= len(fake.requests) <= 6
+    assert fake.requests[-1].body["messages"][0]["content"] == "9"

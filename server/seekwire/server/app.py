@@ -179,7 +179,7 @@ class Gateway:
         settings = self.settings
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         if settings.fake_upstream:
-            self.fake = FakeDeepSeek()
+            self.fake = FakeDeepSeek(keep_requests=1000)
             url = await self.fake.start()
             log.info("serving on the embedded fake DeepSeek at %s", url)
             endpoints = [EndpointConfig("fake", url, (FAKE_UPSTREAM_KEY,))]

@@ -89,7 +89,9 @@ async def _serve(settings: config.Settings) -> int:
 
 
 async def _fake(host: str, port: int, keys: list[str] | None) -> int:
-    fake = FakeDeepSeek(host=host, port=port, api_keys=tuple(keys) if keys else None)
+    fake = FakeDeepSeek(
+        host=host, port=port, api_keys=tuple(keys) if keys else None, keep_requests=1000
+    )
     print(f"fake DeepSeek at {await fake.start()}", flush=True)
     await _first_signal()
     await fake.stop()

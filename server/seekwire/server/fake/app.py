@@ -68,7 +68,8 @@ class ReceivedRequest:
 
 
 class FakeDeepSeek:
-    """Start with `await fake.start()`; `fake.base_url` then points at it."""
+    """Start with `await fake.start()`; `fake.base_url` then points at it. `requests` keeps
+    every request it received (tests), or the last `keep_requests` of them (long runs)."""
 
     def __init__(
         self,
@@ -79,8 +80,10 @@ class FakeDeepSeek:
         default: Behavior | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        keep_requests: int | None = None,
     ) -> None:
         self.api_keys = api_keys
+        self._keep = keep_requests
         self.default = default or Behavior()
         self.generator = Generator(models, aliases or {})
         self.requests: list[ReceivedRequest] = []
@@ -164,6 +167,8 @@ class FakeDeepSeek:
             f"{peer[0]}:{peer[1]}" if peer else "",
         )
         self.requests.append(record)
+        if self._keep is not None and len(self.requests) > 2 * self._keep:
+            del self.requests[: -self._keep]
         return record, body
 
     def _check_auth(self, request: web.Request) -> None:

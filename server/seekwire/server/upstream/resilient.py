@@ -281,9 +281,10 @@ class _Attempt:
         self._labels = (operation, "deepseek", endpoint.client.host, endpoint.name)
         parent = info.trace_context
         self.headers: dict[str, str] = {}
-        if parent is not None and not trace.get_current_span(parent).is_recording():
+        parent_span = trace.get_current_span(parent) if parent is not None else None
+        if parent_span is not None and not parent_span.is_recording():
             # An unsampled trace records no child either: DeepSeek gets the RPC's context.
-            self._span = trace.get_current_span(parent)
+            self._span: trace.Span = trace.NonRecordingSpan(parent_span.get_span_context())
             propagate.inject(self.headers, context=parent)
         else:
             self._span = tracer.start_span(
