@@ -201,8 +201,9 @@ class Gateway:
             capture_content=settings.otel_capture_content,
         )
         self.instruments.observe(
+            # Read from the exporters' threads: list() copies the dict in one step under the GIL.
             breakers=lambda: [
-                (e.name, _BREAKER_GAUGE[e.breaker.state]) for e in pool.endpoints.values()
+                (e.name, _BREAKER_GAUGE[e.breaker.state]) for e in list(pool.endpoints.values())
             ],
             limiter_errors=lambda: getattr(self._limiter, "failures", 0),
             keys_ejected=lambda: pool.stats["keys_ejected"],
