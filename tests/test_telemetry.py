@@ -90,6 +90,21 @@ async def test_server_and_client_spans_with_genai_attributes(
     assert sent.split("-")[2] == format(client.context.span_id, "016x")
 
 
+async def test_without_an_exporter_no_span_is_recorded_but_the_trace_goes_on(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack()  # telemetry from settings: otel_traces_exporter=none
+    tracer = stack.gateway.tracer
+    assert not tracer.start_span("probe").is_recording()
+    await stack.chat.CreateChatCompletion(chat_request(), metadata=(("traceparent", TRACEPARENT),))
+    sent = stack.fake.requests[-1].headers["traceparent"].split("-")
+    assert sent[1] == TRACE_ID  # the caller's trace reaches DeepSeek
+    await stack.chat.CreateChatCompletion(chat_request())
+    fresh = stack.fake.requests[-1].headers["traceparent"].split("-")
+    assert len(fresh[1]) == 32
+    assert fresh[1] != "0" * 32
+
+
 async def test_each_attempt_is_a_span_and_errors_are_marked(
     observed: tuple[Stack, Observed],
 ) -> None:
