@@ -22,7 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from seekwire.server.telemetry.metrics import Counter, Histogram, Metrics, Observable
+from seekwire.server.telemetry.metrics import Histogram, Metrics
 
 log = logging.getLogger(__name__)
 _UNIT_SUFFIX = {"s": "_seconds"}  # curly-brace units ({call}, {token}) are annotations
@@ -53,9 +53,7 @@ class PrometheusCollector(Collector):
                         cumulative.append((edge, running))
                     family.add_metric(list(values), cumulative, total)
             else:
-                counts_up = isinstance(instrument, Counter) and instrument.monotonic
-                counts_up |= isinstance(instrument, Observable) and instrument.kind == "counter"
-                kind = CounterMetricFamily if counts_up else GaugeMetricFamily
+                kind = CounterMetricFamily if instrument.monotonic else GaugeMetricFamily
                 family = kind(name, instrument.description, labels=labels)
                 for values, value in instrument.snapshot():
                     family.add_metric(list(values), value)

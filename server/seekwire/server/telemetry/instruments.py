@@ -87,22 +87,22 @@ class Instruments:
             "1",
             "0 closed, 1 half-open, 2 open",
             ("endpoint",),
-            "gauge",
             lambda: [((name,), state) for name, state in breakers()],
+            monotonic=False,
         )
         self.metrics.observable(
             "seekwire.upstream.keys_ejected",
             "{key}",
             "upstream keys DeepSeek rejected (401/402) and rotation dropped",
             (),
-            "counter",
             lambda: [((), keys_ejected())],
+            monotonic=True,
         )
         self.metrics.observable(
             "seekwire.limiter.backend.errors",
             "{error}",
             "rate-limit backend (Redis) errors absorbed or refused",
             (),
-            "counter",
             lambda: [((), limiter_errors())],
+            monotonic=True,
         )

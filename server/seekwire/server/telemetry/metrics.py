@@ -104,15 +104,23 @@ class Counter(Instrument):
 
 
 class Observable(Instrument):
-    """Values read from the gateway's state when collected: a gauge, or a counter it keeps."""
+    """Values read from the gateway's state when collected: a counter it keeps
+    (`monotonic`), or else a gauge."""
 
-    __slots__ = ("_observe", "kind")
+    __slots__ = ("_observe", "monotonic")
 
     def __init__(
-        self, name: str, unit: str, description: str, labels: Labels, kind: str, observe: Observe
+        self,
+        name: str,
+        unit: str,
+        description: str,
+        labels: Labels,
+        observe: Observe,
+        *,
+        monotonic: bool,
     ) -> None:
         super().__init__(name, unit, description, labels)
-        self.kind = kind  # "gauge" or "counter"
+        self.monotonic = monotonic
         self._observe = observe
 
     def snapshot(self) -> list[tuple[Labels, float]]:
@@ -142,9 +150,16 @@ class Metrics:
         return instrument
 
     def observable(
-        self, name: str, unit: str, description: str, labels: Labels, kind: str, observe: Observe
+        self,
+        name: str,
+        unit: str,
+        description: str,
+        labels: Labels,
+        observe: Observe,
+        *,
+        monotonic: bool,
     ) -> Observable:
-        instrument = Observable(name, unit, description, labels, kind, observe)
+        instrument = Observable(name, unit, description, labels, observe, monotonic=monotonic)
         self.instruments.append(instrument)
         return instrument
 
@@ -177,11 +192,10 @@ class Metrics:
                     NumberDataPoint(instrument.attributes(labels), start, now, value)
                     for labels, value in instrument.snapshot()
                 ]
-                if isinstance(instrument, Observable) and instrument.kind == "gauge":
+                if isinstance(instrument, Observable) and not instrument.monotonic:
                     data = Gauge(points)
                 else:
-                    monotonic = isinstance(instrument, Observable) or instrument.monotonic
-                    data = Sum(points, _CUMULATIVE, monotonic)
+                    data = Sum(points, _CUMULATIVE, instrument.monotonic)
             metrics.append(Metric(instrument.name, instrument.description, instrument.unit, data))
         scope = ScopeMetrics(InstrumentationScope("seekwire"), metrics, "")
         return MetricsData([ResourceMetrics(self.resource, [scope], "")])

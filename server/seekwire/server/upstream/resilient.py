@@ -178,17 +178,27 @@ class ResilientUpstream:
                 if failure is None:  # settled already, or cancelled, or a surprise
                     permit.abandon()
                     telemetry.end(None, abandoned=True)
-            telemetry.end(failure)
-            self._record(endpoint, key, permit, failure)
-            avoid.add(endpoint.name)
-            if failure.reason in KEY_REJECTED and self._ejected(endpoint, key):
+            if self._failed(failure, endpoint, key, permit, telemetry, avoid):
                 retries -= 1  # moving to the next key is not a retry of the request
                 continue
             if not await self._again(failure, retries, deadline):
                 raise self._fail(failure, attempt) from None
 
-    def _ejected(self, endpoint: Endpoint, key: UpstreamKey) -> bool:
-        return key.ejected_until > time.monotonic()
+    def _failed(
+        self,
+        failure: UpstreamError,
+        endpoint: Endpoint,
+        key: UpstreamKey,
+        permit: Permit,
+        telemetry: _Attempt,
+        avoid: set[str],
+    ) -> bool:
+        """Settles a failed attempt; True when its key left rotation, so the call moves to the
+        next key at once."""
+        telemetry.end(failure)
+        self._record(endpoint, key, permit, failure)
+        avoid.add(endpoint.name)
+        return failure.reason in KEY_REJECTED and key.ejected_until > time.monotonic()
 
     async def stream(
         self, path: str, body: bytes, deadline: float | None, info: CallInfo | None = None
@@ -239,11 +249,8 @@ class ResilientUpstream:
                 if failure is None:  # settled already, or cancelled, or a surprise
                     permit.abandon()
                     telemetry.end(None, abandoned=True)
-            telemetry.end(failure)
-            self._record(endpoint, key, permit, failure)
-            avoid.add(endpoint.name)
-            if failure.reason in KEY_REJECTED and self._ejected(endpoint, key):
-                retries -= 1
+            if self._failed(failure, endpoint, key, permit, telemetry, avoid):
+                retries -= 1  # moving to the next key is not a retry of the request
                 continue
             if not await self._again(failure, retries, deadline):
                 raise self._fail(failure, attempt) from None
